@@ -1,0 +1,16 @@
+//! The release harness: from a project checkout to a verified .deb, a canary
+//! rollout behind a soak gate, promote, rollback and status.
+//! `cli` is the entry point; each other module owns one step of the flow.
+
+pub mod build;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod fixture;
+pub mod fleet;
+pub mod git;
+pub mod images;
+pub mod progress;
+pub mod release;
+pub mod scenario;
+pub mod version;

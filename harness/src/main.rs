@@ -1,0 +1,5 @@
+//! The packaged binary: the same CLI as `cargo xtask`, installable without a
+//! Rust toolchain.
+fn main() {
+    std::process::exit(harness::cli::main());
+}
