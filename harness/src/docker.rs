@@ -55,3 +55,241 @@ pub fn run_labels(run_id: &str) -> HashMap<String, String> {
         (LABEL_OWNER.to_string(), owner()),
     ])
 }
+
+/// What a command run in a container left.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+    /// The last lines of stderr (or stdout when stderr is empty), for errors.
+    pub fn tail(&self, lines: usize) -> String {
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let all: Vec<&str> = text.trim_end().lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Runs `sh -c script` in a container as `user` (root when None) and waits for
+/// it. Callers bound long commands with `timeout` inside the script: killing
+/// the exec from outside does not stop the process in the container.
+pub async fn exec(
+    docker: &Docker,
+    container: &str,
+    user: Option<&str>,
+    script: &str,
+) -> Result<ExecOutput> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+
+    let created = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(vec!["sh", "-c", script]),
+                user,
+                env: Some(vec!["LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("starting a command in container {container}"))?;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await?
+    {
+        while let Some(chunk) = output.next().await {
+            match chunk? {
+                bollard::container::LogOutput::StdOut { message } => {
+                    stdout.extend_from_slice(&message)
+                }
+                bollard::container::LogOutput::StdErr { message } => {
+                    stderr.extend_from_slice(&message)
+                }
+                _ => {}
+            }
+        }
+    }
+    let code = docker
+        .inspect_exec(&created.id)
+        .await?
+        .exit_code
+        .unwrap_or(-1);
+    Ok(ExecOutput {
+        code,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// Writes files into a container by tar (parents created as needed).
+/// Each entry: (absolute path, content, mode).
+pub async fn put_files(
+    docker: &Docker,
+    container: &str,
+    files: &[(String, Vec<u8>, u32)],
+) -> Result<()> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(
+                &mut header,
+                path.trim_start_matches('/'),
+                content.as_slice(),
+            )
+            .with_context(|| format!("packing {path}"))?;
+    }
+    let body = builder.into_inner()?;
+    docker
+        .upload_to_container(
+            container,
+            Some(
+                bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+                    .path("/")
+                    .build(),
+            ),
+            bollard::body_full(body.into()),
+        )
+        .await
+        .with_context(|| format!("copying files into container {container}"))
+}
+
+/// Creates a user-defined network carrying the run's labels.
+pub async fn create_network(docker: &Docker, name: &str, run_id: &str) -> Result<()> {
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(run_labels(run_id)),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating network {name}"))?;
+    Ok(())
+}
+
+/// Removes every container and network labelled with `run_id`.
+pub async fn remove_run(docker: &Docker, run_id: &str) -> Result<usize> {
+    remove_labelled(docker, &format!("{LABEL_RUN}={run_id}")).await
+}
+
+/// Removes what earlier runs left behind: resources whose owning process (on
+/// this machine) is gone. Live runs of other processes are left alone.
+pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    let me = owner();
+    let host = me.split(':').next().unwrap_or_default().to_string();
+    let is_stale = |labels: Option<&HashMap<String, String>>| -> bool {
+        let Some(owner) = labels.and_then(|l| l.get(LABEL_OWNER)) else {
+            return false;
+        };
+        let (h, pid) = owner.split_once(':').unwrap_or((owner, ""));
+        h == host && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
+    let mut stale_runs = std::collections::BTreeSet::new();
+    for c in docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?
+    {
+        if is_stale(c.labels.as_ref()) {
+            if let Some(run) = c.labels.as_ref().and_then(|l| l.get(LABEL_RUN)) {
+                stale_runs.insert(run.clone());
+            }
+        }
+    }
+    for n in docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?
+    {
+        if is_stale(n.labels.as_ref()) {
+            if let Some(run) = n.labels.as_ref().and_then(|l| l.get(LABEL_RUN)) {
+                stale_runs.insert(run.clone());
+            }
+        }
+    }
+    let mut removed = 0;
+    for run in stale_runs {
+        removed += remove_run(docker, &run).await?;
+    }
+    Ok(removed)
+}
+
+async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
+    use bollard::query_parameters::{
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    };
+    let filters = HashMap::from([("label", vec![label])]);
+    let mut removed = 0;
+    for c in docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?
+    {
+        if let Some(id) = c.id {
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                // Already gone (a concurrent drop removed it): fine.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => {}
+                Err(e) => return Err(e).context("removing a container"),
+            }
+        }
+    }
+    for n in docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?
+    {
+        if let Some(id) = n.id {
+            match docker.remove_network(&id).await {
+                Ok(()) => removed += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(e).context("removing a network"),
+            }
+        }
+    }
+    Ok(removed)
+}

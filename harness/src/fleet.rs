@@ -1,1 +1,524 @@
-//! (to be written)
+//! The throw-away fleet: one network per run, a deploy host, canaries and app
+//! hosts with production-like names, a per-run ssh key, known hosts, a
+//! non-root deploy user, the HTTP server that serves the deployment
+//! repository and an apt repository to the fleet. Owns the hosts' lifetime:
+//! everything is labelled with the run id and removed by `teardown`, or kept
+//! with `keep` for debugging.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+use futures_util::future::join_all;
+use testcontainers::core::ImageExt;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+
+use crate::config::{Config, Hosts};
+use crate::docker::{self, ExecOutput};
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Deploy,
+    Canary,
+    App,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Production-like host name (`canary1`), resolvable inside the fleet.
+    pub name: String,
+    pub role: Role,
+    /// Container name on the engine (`rh-<run>-canary1`).
+    pub container: String,
+}
+
+impl Host {
+    fn matches(&self, hosts: Hosts) -> bool {
+        match hosts {
+            Hosts::All => true,
+            Hosts::Deploy => self.role == Role::Deploy,
+            Hosts::Targets => self.role != Role::Deploy,
+            Hosts::Canaries => self.role == Role::Canary,
+            Hosts::Apps => self.role == Role::App,
+        }
+    }
+}
+
+/// How many hosts of each role; defaults come from release.toml, the
+/// benchmark overrides them.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub canaries: usize,
+    pub apps: usize,
+}
+
+pub struct Fleet {
+    pub docker: Docker,
+    pub run_id: String,
+    pub network: String,
+    pub hosts: Vec<Host>,
+    pub config: Config,
+    containers: Vec<ContainerAsync<GenericImage>>,
+    keep: bool,
+}
+
+const APT_DIR: &str = "/srv/apt";
+
+impl Fleet {
+    /// Starts the fleet from `image` and prepares it for syncs. On any
+    /// failure, what was started is removed before the error is returned.
+    pub async fn start(
+        docker: &Docker,
+        config: &Config,
+        image: &str,
+        size: Size,
+        run_id: &str,
+        keep: bool,
+        progress: &Progress,
+    ) -> Result<Fleet> {
+        let mut config = config.clone();
+        config.fleet.canaries = size.canaries;
+        config.fleet.apps = size.apps;
+        let network = format!("rh-{run_id}");
+        docker::create_network(docker, &network, run_id).await?;
+        let mut fleet = Fleet {
+            docker: docker.clone(),
+            run_id: run_id.to_string(),
+            network,
+            hosts: host_list(&config, size, run_id),
+            config,
+            containers: Vec::new(),
+            keep: false,
+        };
+        match fleet.bring_up(image, progress).await {
+            Ok(()) => {
+                fleet.keep = keep;
+                Ok(fleet)
+            }
+            Err(e) => {
+                fleet.teardown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(&mut self, image: &str, progress: &Progress) -> Result<()> {
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let started = Instant::now();
+        let labels = docker::run_labels(&self.run_id);
+        let requests = self.hosts.iter().map(|h| {
+            GenericImage::new(repo, tag)
+                .with_container_name(&h.container)
+                .with_hostname(&h.name)
+                .with_network(&self.network)
+                .with_labels(labels.clone())
+                .start()
+        });
+        for (host, started) in self.hosts.iter().zip(join_all(requests).await) {
+            let container = started.with_context(|| {
+                format!(
+                    "starting host {} from image {image}; if the image is missing, \
+                     it was not built first (nothing can be pulled)",
+                    host.name
+                )
+            })?;
+            self.containers.push(container);
+        }
+        progress.info(&format!(
+            "{} containers up in {:.1}s",
+            self.hosts.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        self.write_hosts_files().await?;
+        self.prepare_hosts().await?;
+        self.exchange_keys().await?;
+        progress.info(&format!(
+            "fleet ready (sshd answering, keys exchanged) in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    pub fn deploy_host(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    pub fn host(&self, name: &str) -> Result<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .with_context(|| format!("no host {name} in this fleet"))
+    }
+
+    pub fn select(&self, hosts: Hosts) -> Vec<&Host> {
+        self.hosts.iter().filter(|h| h.matches(hosts)).collect()
+    }
+
+    pub fn user(&self) -> &str {
+        &self.config.fleet.user
+    }
+
+    /// Runs a script on a host (as `user`, or root) and returns what it left.
+    pub async fn exec(&self, host: &Host, user: Option<&str>, script: &str) -> Result<ExecOutput> {
+        let script = match user {
+            // A login-like environment: HOME and the user's git identity.
+            Some(u) => format!("export HOME=/home/{u} USER={u}; {script}"),
+            None => script.to_string(),
+        };
+        docker::exec(&self.docker, &host.container, user, &script)
+            .await
+            .with_context(|| format!("on host {}", host.name))
+    }
+
+    /// Like `exec`, but a non-zero exit is an error naming the host, what was
+    /// run and the tail of its output.
+    pub async fn run(&self, host: &Host, user: Option<&str>, script: &str) -> Result<String> {
+        let out = self.exec(host, user, script).await?;
+        if !out.ok() {
+            bail!(
+                "on host {}: `{}` exited with {}:\n{}",
+                host.name,
+                first_line(script),
+                out.code,
+                indent(&out.tail(15))
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs the same script on several hosts at once.
+    pub async fn run_on(&self, hosts: &[&Host], user: Option<&str>, script: &str) -> Result<()> {
+        let results = join_all(hosts.iter().map(|h| self.run(h, user, script))).await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// Puts .deb files into the deploy host's apt repository and indexes it.
+    pub async fn publish_debs(&self, debs: &[&Path]) -> Result<()> {
+        let mut files = Vec::new();
+        for deb in debs {
+            let name = deb.file_name().unwrap().to_string_lossy();
+            let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+            files.push((format!("{APT_DIR}/{name}"), bytes, 0o644));
+        }
+        let deploy = self.deploy_host();
+        docker::put_files(&self.docker, &deploy.container, &files).await?;
+        self.run(
+            deploy,
+            None,
+            &format!("cd {APT_DIR} && dpkg-scanpackages --multiversion . > Packages 2>/dev/null"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Installs `version` of the package on `hosts` the way debdeploy's client
+    /// does (apt-get from the fleet's repository), downgrades allowed.
+    pub async fn install(&self, hosts: &[&Host], version: &str) -> Result<()> {
+        let pkg = self.config.package_name();
+        let script = format!(
+            "timeout 120 apt-get -q update >/dev/null && timeout 300 apt-get -q -y \
+             --allow-downgrades -o DPkg::Options::=--force-confold install {pkg}={version}"
+        );
+        self.run_on(hosts, None, &script).await
+    }
+
+    /// The version of the package installed on a host (empty if none).
+    pub async fn installed_version(&self, host: &Host) -> Result<String> {
+        let out = self
+            .exec(
+                host,
+                None,
+                &format!(
+                    "dpkg-query -W -f='${{Version}}' {} 2>/dev/null",
+                    self.config.package_name()
+                ),
+            )
+            .await?;
+        Ok(out.stdout.trim().to_string())
+    }
+
+    /// Commits a change to the deployment repository; returns the new sha.
+    pub async fn new_revision(&self, label: &str) -> Result<String> {
+        let dir = self.config.render(&self.config.sync.repo_dir, &[]);
+        let out = self
+            .run(
+                self.deploy_host(),
+                Some(self.user()),
+                &format!(
+                    "cd {dir} && printf '%s\\n' '{label}' > CONTENT && git add -A && \
+                     git commit -q -m '{label}' && git rev-parse HEAD"
+                ),
+            )
+            .await?;
+        Ok(out.trim().to_string())
+    }
+
+    /// Runs the sync (`sync.command`) on the deploy host for `revision`,
+    /// bounded inside the container.
+    pub async fn sync(&self, revision: &str) -> Result<ExecOutput> {
+        let dir = self.config.render(&self.config.sync.repo_dir, &[]);
+        let cmd = self
+            .config
+            .render(&self.config.sync.command, &[("revision", revision)]);
+        let script = format!(
+            "cd {dir} && timeout -k 5 {} sh -c '{}' </dev/null",
+            self.config.sync.timeout_secs,
+            cmd.replace('\'', "'\\''")
+        );
+        self.exec(self.deploy_host(), Some(self.user()), &script)
+            .await
+    }
+
+    /// The revision a target says is deployed.
+    pub async fn deployed_revision(&self, host: &Host) -> Result<ExecOutput> {
+        let cmd = self.config.render(&self.config.sync.revision_command, &[]);
+        self.exec(host, Some(self.user()), &format!("timeout 20 {cmd}"))
+            .await
+    }
+
+    /// Kills a host's container at once, as a machine dying mid-deploy would.
+    pub async fn kill_host(&self, host: &Host) -> Result<()> {
+        self.docker
+            .kill_container(
+                &host.container,
+                None::<bollard::query_parameters::KillContainerOptions>,
+            )
+            .await
+            .with_context(|| format!("stopping host {}", host.name))
+    }
+
+    /// Removes every container and the network of this run, unless the
+    /// fleet is kept for debugging (then prints how to get in).
+    pub async fn teardown(mut self) {
+        if self.keep {
+            eprintln!(
+                "keeping the fleet of run {} for debugging; a shell on a host:\n  \
+                 docker exec -it {} bash\n  remove it with: release-harness sweep --run {}",
+                self.run_id,
+                self.deploy_host().container,
+                self.run_id
+            );
+            // Dropping a testcontainers handle removes the container.
+            for c in self.containers.drain(..) {
+                std::mem::forget(c);
+            }
+            return;
+        }
+        self.containers.clear();
+        if let Err(e) = docker::remove_run(&self.docker, &self.run_id).await {
+            eprintln!("warning: cleaning up run {}: {e:#}", self.run_id);
+        }
+    }
+
+    /// Every host resolves every other by its short name. Docker's DNS
+    /// resolves container names, not host names, so the fleet writes
+    /// /etc/hosts itself.
+    async fn write_hosts_files(&self) -> Result<()> {
+        let mut lines = String::new();
+        for h in &self.hosts {
+            let info = self
+                .docker
+                .inspect_container(
+                    &h.container,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await?;
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| n.get(&self.network).cloned())
+                .and_then(|e| e.ip_address)
+                .filter(|ip| !ip.is_empty())
+                .with_context(|| format!("host {} has no address on {}", h.name, self.network))?;
+            lines.push_str(&format!("{ip}\t{}\n", h.name));
+        }
+        let script = format!("cat >> /etc/hosts <<'EOF'\n{lines}EOF");
+        self.run_on(&self.select(Hosts::All), None, &script).await
+    }
+
+    /// Users, directories, the apt source, the HTTP server, the deployment
+    /// repository, and the files and commands from release.toml.
+    async fn prepare_hosts(&self) -> Result<()> {
+        let c = &self.config;
+        let user = self.user();
+        let deploy = self.deploy_host();
+        let port = c.fleet.http_port;
+        // Only the fleet's own repository: targets never reach a mirror, so
+        // what they install is what was built.
+        let common = format!(
+            "set -e\n\
+             id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
+             mkdir -p /srv/deployment && chown {user}: /srv/deployment\n\
+             chmod 1777 /var/lock\n\
+             rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n\
+             echo 'deb [trusted=yes] http://{}:{port}/apt ./' > /etc/apt/sources.list.d/release-harness.list\n",
+            deploy.name
+        );
+        self.run_on(&self.select(Hosts::All), None, &common).await?;
+
+        let repo_dir = c.render(&c.sync.repo_dir, &[]);
+        let key = c.render(&c.fleet.ssh_key_path, &[]);
+        let deploy_script = format!(
+            "set -e\n\
+             mkdir -p {APT_DIR} && touch {APT_DIR}/Packages\n\
+             (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
+             su {user} -c 'set -e; mkdir -p \"$(dirname {key})\"; ssh-keygen -q -t ed25519 -N \"\" -f {key}; \
+             git config --global user.name \"Release Harness\"; git config --global user.email release-harness@localhost; \
+             mkdir -p {repo_dir}; cd {repo_dir}; git init -q -b main; echo initial > CONTENT; \
+             git add -A; git commit -q -m \"Initial content\"'\n\
+             for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
+        );
+        self.run(deploy, None, &deploy_script).await?;
+
+        // Files from release.toml, templated, then owned as asked.
+        let mut per_host: HashMap<String, Vec<(String, Vec<u8>, u32)>> = HashMap::new();
+        let mut chowns: HashMap<String, Vec<String>> = HashMap::new();
+        for f in &c.fleet.files {
+            let path = c.render(&f.path, &[]);
+            let mode =
+                u32::from_str_radix(f.mode.trim_start_matches("0o"), 8).with_context(|| {
+                    format!(
+                        "{}: fleet.files entry {path}: mode `{}` is not octal (e.g. \"0644\")",
+                        c.path.display(),
+                        f.mode
+                    )
+                })?;
+            let mut content = c.render(&f.content, &[]);
+            if !content.ends_with('\n') {
+                content.push('\n');
+            }
+            for h in self.select(f.hosts) {
+                per_host.entry(h.container.clone()).or_default().push((
+                    path.clone(),
+                    content.clone().into_bytes(),
+                    mode,
+                ));
+                if f.owner == "user" || path.starts_with(&format!("{repo_dir}/")) {
+                    chowns
+                        .entry(h.container.clone())
+                        .or_default()
+                        .push(path.clone());
+                }
+            }
+        }
+        for (container, files) in &per_host {
+            docker::put_files(&self.docker, container, files).await?;
+        }
+        for h in &self.hosts {
+            if let Some(paths) = chowns.get(&h.container) {
+                self.run(h, None, &format!("chown {user}: {}", paths.join(" ")))
+                    .await?;
+            }
+        }
+        // Directories tar made inside the repository belong to the user too.
+        self.run(
+            deploy,
+            None,
+            &format!(
+                "chown -R {user}: {repo_dir} && su {user} -c 'cd {repo_dir} && git add -A && \
+                 (git diff --cached --quiet || git commit -q -m \"Deployment configuration\")'"
+            ),
+        )
+        .await?;
+        for cmd in &c.fleet.setup {
+            let script = c.render(&cmd.command, &[]);
+            let hosts = self.select(cmd.hosts);
+            self.run_on(&hosts, None, &format!("set -e\n{script}"))
+                .await
+                .with_context(|| format!("{}: fleet.setup command", c.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The deploy user's key into every target's authorized_keys; every
+    /// target's host key into the deploy host's known hosts, by short name.
+    /// A host counts as ready when its sshd answers the key scan.
+    async fn exchange_keys(&self) -> Result<()> {
+        let c = &self.config;
+        let user = self.user();
+        let deploy = self.deploy_host();
+        let key = c.render(&c.fleet.ssh_key_path, &[]);
+        let public = self.run(deploy, None, &format!("cat {key}.pub")).await?;
+        let targets = self.select(Hosts::Targets);
+        let auth = format!(
+            "set -e; install -d -m 700 -o {user} -g {user} /home/{user}/.ssh; \
+             echo '{}' > /home/{user}/.ssh/authorized_keys; \
+             chown {user}: /home/{user}/.ssh/authorized_keys; chmod 600 /home/{user}/.ssh/authorized_keys",
+            public.trim()
+        );
+        self.run_on(&targets, None, &auth).await?;
+        let names: Vec<&str> = targets.iter().map(|h| h.name.as_str()).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let scan = self
+                .exec(
+                    deploy,
+                    None,
+                    &format!(
+                        "ssh-keyscan -T 2 -t ed25519 {} 2>/dev/null",
+                        names.join(" ")
+                    ),
+                )
+                .await?;
+            let missing: Vec<&str> = names
+                .iter()
+                .filter(|n| !scan.stdout.lines().any(|l| l.starts_with(&format!("{n} "))))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                docker::put_files(
+                    &self.docker,
+                    &deploy.container,
+                    &[(
+                        "/etc/ssh/ssh_known_hosts".into(),
+                        scan.stdout.into_bytes(),
+                        0o644,
+                    )],
+                )
+                .await?;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "sshd did not answer on {} within 60s (container logs: docker logs {})",
+                    missing.join(", "),
+                    self.host(missing[0])?.container
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn host_list(config: &Config, size: Size, run_id: &str) -> Vec<Host> {
+    let f = &config.fleet;
+    let mut hosts = vec![(format!("{}1", f.deploy_prefix), Role::Deploy)];
+    hosts.extend((1..=size.canaries).map(|i| (format!("{}{i}", f.canary_prefix), Role::Canary)));
+    hosts.extend((1..=size.apps).map(|i| (format!("{}{i}", f.app_prefix), Role::App)));
+    hosts
+        .into_iter()
+        .map(|(name, role)| Host {
+            container: format!("rh-{run_id}-{name}"),
+            name,
+            role,
+        })
+        .collect()
+}
+
+fn first_line(s: &str) -> &str {
+    let line = s.trim().lines().next().unwrap_or("");
+    if line.len() > 100 {
+        &line[..100]
+    } else {
+        line
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
