@@ -18,13 +18,17 @@ pub async fn connect() -> Result<Docker> {
     let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
     let docker = Docker::connect_with_defaults()
         .with_context(|| format!("cannot reach the Docker engine at {where_}"))?;
-    docker.ping().await.map_err(|e| {
+    let unreachable = |e: bollard::errors::Error| {
         anyhow::anyhow!(
             "the Docker engine at {where_} does not answer ({e}).\n  fix: start it \
              (`dockerd &` or `systemctl start docker`), or point DOCKER_HOST at a running \
              engine; to skip container tests on purpose set RELEASE_HARNESS_SKIP_DOCKER=1"
         )
-    })?;
+    };
+    // bollard speaks a newer API than some engines accept (20.10 speaks 1.41);
+    // asking the engine first makes every later request use what it speaks.
+    let docker = docker.negotiate_version().await.map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
     Ok(docker)
 }
 
