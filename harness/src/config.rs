@@ -216,6 +216,9 @@ pub struct Sync {
     pub revision_command: String,
     /// Run on each host; its output must contain the installed version.
     pub version_command: String,
+    /// A link on each target that must resolve to a directory named after the
+    /// deployed revision (empty: not checked).
+    pub current_link: String,
     /// Bound on one sync, enforced inside the container.
     pub timeout_secs: u64,
 }
@@ -228,6 +231,7 @@ impl Default for Sync {
             command: "minideploy deploy -r {revision}".into(),
             revision_command: "git -C /srv/deployment/{repo} rev-parse HEAD".into(),
             version_command: "minideploy version".into(),
+            current_link: "/srv/deployment/{repo}-cache/current".into(),
             timeout_secs: 120,
         }
     }

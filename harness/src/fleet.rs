@@ -32,7 +32,7 @@ pub struct Host {
     /// Production-like host name (`canary1`), resolvable inside the fleet.
     pub name: String,
     pub role: Role,
-    /// Container name on the engine (`rh-<run>-canary1`).
+    /// Container name on the engine (`rh-<run>-<slot>-canary1`).
     pub container: String,
 }
 
@@ -77,19 +77,25 @@ impl Fleet {
         image: &str,
         size: Size,
         run_id: &str,
+        slot: &str,
         keep: bool,
         progress: &Progress,
     ) -> Result<Fleet> {
         let mut config = config.clone();
         config.fleet.canaries = size.canaries;
         config.fleet.apps = size.apps;
-        let network = format!("rh-{run_id}");
+        let prefix = if slot.is_empty() {
+            format!("rh-{run_id}")
+        } else {
+            format!("rh-{run_id}-{slot}")
+        };
+        let network = prefix.clone();
         docker::create_network(docker, &network, run_id).await?;
         let mut fleet = Fleet {
             docker: docker.clone(),
             run_id: run_id.to_string(),
             network,
-            hosts: host_list(&config, size, run_id),
+            hosts: host_list(&config, size, &prefix),
             config,
             containers: Vec::new(),
             keep: false,
@@ -495,7 +501,7 @@ impl Fleet {
     }
 }
 
-fn host_list(config: &Config, size: Size, run_id: &str) -> Vec<Host> {
+fn host_list(config: &Config, size: Size, prefix: &str) -> Vec<Host> {
     let f = &config.fleet;
     let mut hosts = vec![(format!("{}1", f.deploy_prefix), Role::Deploy)];
     hosts.extend((1..=size.canaries).map(|i| (format!("{}{i}", f.canary_prefix), Role::Canary)));
@@ -503,7 +509,7 @@ fn host_list(config: &Config, size: Size, run_id: &str) -> Vec<Host> {
     hosts
         .into_iter()
         .map(|(name, role)| Host {
-            container: format!("rh-{run_id}-{name}"),
+            container: format!("{prefix}-{name}"),
             name,
             role,
         })

@@ -12,5 +12,6 @@ pub mod git;
 pub mod images;
 pub mod progress;
 pub mod release;
+pub mod report;
 pub mod scenario;
 pub mod version;

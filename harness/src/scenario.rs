@@ -1,1 +1,416 @@
-//! (to be written)
+//! The verify suite: each scenario starts its own fleet, puts the package
+//! versions it needs on the hosts the way production would (apt from a
+//! repository), runs real syncs from the deploy host, and checks every
+//! target. What a scenario found goes into a `report::ScenarioResult`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bollard::Docker;
+
+use crate::config::{Config, Hosts, ScenarioKind};
+use crate::fleet::{Fleet, Host, Size};
+use crate::progress::Progress;
+use crate::report::{Failure, ScenarioResult, VerifyReport};
+
+/// A built package and its full Debian version.
+#[derive(Debug, Clone)]
+pub struct Deb {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+pub struct VerifyInput<'a> {
+    pub config: &'a Config,
+    /// The fleet image (runtime dependencies preinstalled).
+    pub image: &'a str,
+    pub new: &'a Deb,
+    /// The previous release, for upgrade, mixed-fleet and downgrade.
+    pub previous: Option<&'a Deb>,
+    pub run_id: &'a str,
+    pub keep: bool,
+    /// Only these scenarios (default: release.toml's list).
+    pub only: &'a [ScenarioKind],
+}
+
+/// Runs every scenario in turn; a failed scenario does not stop the others,
+/// so the report shows the whole picture.
+pub async fn verify(
+    docker: &Docker,
+    input: &VerifyInput<'_>,
+    progress: &Progress,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let kinds: Vec<ScenarioKind> = if input.only.is_empty() {
+        input.config.verify.scenarios.clone()
+    } else {
+        input.only.to_vec()
+    };
+    let mut results = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        progress.step(&format!(
+            "verify {}/{}: {}",
+            i + 1,
+            kinds.len(),
+            kind.name()
+        ));
+        let result = run_scenario(docker, input, *kind, i, progress).await;
+        progress.finish_step(result.passed);
+        if !result.passed {
+            for f in &result.failures {
+                progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
+            }
+        }
+        results.push(result);
+    }
+    Ok(VerifyReport {
+        package: input.config.package_name().to_string(),
+        version: input.new.version.clone(),
+        previous: input.previous.map(|d| d.version.clone()),
+        scenarios: results,
+        duration: started.elapsed(),
+    })
+}
+
+async fn run_scenario(
+    docker: &Docker,
+    input: &VerifyInput<'_>,
+    kind: ScenarioKind,
+    index: usize,
+    progress: &Progress,
+) -> ScenarioResult {
+    let started = Instant::now();
+    let mut s = Scenario {
+        kind,
+        failures: Vec::new(),
+        log: Vec::new(),
+        progress: progress.clone(),
+    };
+    let outcome = async {
+        if kind.needs_previous() && input.previous.is_none() {
+            bail!(
+                "scenario {} needs the previous release's package, and there is no previous \
+                 release tag; drop it from verify.scenarios for a first release",
+                kind.name()
+            );
+        }
+        let size = Size {
+            canaries: input.config.fleet.canaries,
+            apps: input.config.fleet.apps,
+        };
+        let slot = format!("s{index}");
+        let fleet = Fleet::start(
+            docker,
+            input.config,
+            input.image,
+            size,
+            input.run_id,
+            &slot,
+            input.keep,
+            progress,
+        )
+        .await?;
+        let mut debs = vec![input.new.path.as_path()];
+        if let Some(p) = input.previous {
+            debs.push(p.path.as_path());
+        }
+        let result = match fleet.publish_debs(&debs).await {
+            Ok(()) => s.run(&fleet, input).await,
+            Err(e) => Err(e),
+        };
+        fleet.teardown().await;
+        result
+    }
+    .await;
+    let error = outcome.err().map(|e| format!("{e:#}"));
+    ScenarioResult {
+        name: kind.name().to_string(),
+        passed: error.is_none() && s.failures.is_empty(),
+        duration: started.elapsed(),
+        failures: s.failures,
+        error,
+        log: s.log,
+    }
+}
+
+struct Scenario {
+    kind: ScenarioKind,
+    failures: Vec<Failure>,
+    log: Vec<String>,
+    progress: Progress,
+}
+
+impl Scenario {
+    fn say(&mut self, msg: String) {
+        self.progress.info(&msg);
+        self.log.push(msg);
+    }
+
+    fn fail(&mut self, host: &str, assertion: &str, expected: &str, actual: &str) {
+        self.failures.push(Failure {
+            host: host.to_string(),
+            assertion: assertion.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+
+    async fn run(&mut self, fleet: &Fleet, input: &VerifyInput<'_>) -> Result<()> {
+        let new = &input.new.version;
+        let all = fleet.select(Hosts::All);
+        match self.kind {
+            ScenarioKind::FreshInstall => {
+                self.install(fleet, &all, new).await?;
+                self.sync_and_check(fleet, "first deploy").await?;
+                self.sync_and_check(fleet, "second deploy").await?;
+                self.check_versions(fleet, &|_| new.clone()).await?;
+            }
+            ScenarioKind::Upgrade => {
+                let old = &input.previous.unwrap().version;
+                self.install(fleet, &all, old).await?;
+                self.sync_and_check(fleet, "deploy with the previous release")
+                    .await?;
+                self.install(fleet, &all, new).await?;
+                self.check_versions(fleet, &|_| new.clone()).await?;
+                self.sync_and_check(fleet, "deploy after the upgrade")
+                    .await?;
+            }
+            ScenarioKind::MixedFleet => {
+                let old = input.previous.unwrap().version.clone();
+                let (upgraded, behind): (Vec<&Host>, Vec<&Host>) =
+                    all.iter().partition(|h| h.role != crate::fleet::Role::App);
+                self.install(fleet, &upgraded, new).await?;
+                self.install(fleet, &behind, &old).await?;
+                let expected = |h: &Host| {
+                    if h.role == crate::fleet::Role::App {
+                        old.clone()
+                    } else {
+                        new.clone()
+                    }
+                };
+                self.check_versions(fleet, &expected).await?;
+                self.sync_and_check(fleet, "deploy across a mixed fleet")
+                    .await?;
+            }
+            ScenarioKind::Downgrade => {
+                let old = &input.previous.unwrap().version;
+                self.install(fleet, &all, new).await?;
+                self.sync_and_check(fleet, "deploy with the new release")
+                    .await?;
+                self.install(fleet, &all, old).await?;
+                self.check_versions(fleet, &|_| old.clone()).await?;
+                self.sync_and_check(fleet, "deploy after the downgrade")
+                    .await?;
+            }
+            ScenarioKind::TargetStopped => {
+                self.install(fleet, &all, new).await?;
+                let before = self
+                    .sync_and_check(fleet, "deploy before the failure")
+                    .await?;
+                self.stop_target_mid_sync(fleet, &before).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn install(&mut self, fleet: &Fleet, hosts: &[&Host], version: &str) -> Result<()> {
+        let t = Instant::now();
+        fleet.install(hosts, version).await?;
+        self.say(format!(
+            "installed {} {version} on {} ({:.1}s)",
+            fleet.config.package_name(),
+            names(hosts),
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// A new revision, a sync, and the checks on every target. Returns the
+    /// revision.
+    async fn sync_and_check(&mut self, fleet: &Fleet, what: &str) -> Result<String> {
+        let rev = fleet.new_revision(what).await?;
+        let t = Instant::now();
+        let out = fleet.sync(&rev).await?;
+        self.say(format!(
+            "{what}: sync of {} exited {} ({:.1}s)",
+            short(&rev),
+            out.code,
+            t.elapsed().as_secs_f64()
+        ));
+        if !out.ok() {
+            let deploy = fleet.deploy_host().name.clone();
+            self.fail(
+                &deploy,
+                &format!("{what}: sync exit code"),
+                "0",
+                &format!("{}\n{}", out.code, out.tail(12)),
+            );
+            return Ok(rev);
+        }
+        let targets = fleet.select(Hosts::Targets);
+        self.check_revisions(fleet, &targets, &rev, what).await?;
+        Ok(rev)
+    }
+
+    async fn check_revisions(
+        &mut self,
+        fleet: &Fleet,
+        targets: &[&Host],
+        rev: &str,
+        what: &str,
+    ) -> Result<()> {
+        let link = fleet.config.render(&fleet.config.sync.current_link, &[]);
+        let link = &link;
+        let checks = targets.iter().map(|h| async move {
+            let deployed = fleet.deployed_revision(h).await;
+            let current = if link.is_empty() {
+                None
+            } else {
+                Some(
+                    fleet
+                        .exec(h, None, &format!("readlink -f {link}"))
+                        .await
+                        .map(|o| o.stdout.trim().to_string()),
+                )
+            };
+            (h, deployed, current)
+        });
+        for (h, deployed, current) in futures_util::future::join_all(checks).await {
+            let deployed = deployed?;
+            let actual = if deployed.ok() {
+                deployed.stdout.trim().to_string()
+            } else {
+                format!("(exit {}) {}", deployed.code, deployed.tail(3))
+            };
+            if actual != rev {
+                self.fail(&h.name, &format!("{what}: deployed revision"), rev, &actual);
+            }
+            if let Some(current) = current {
+                let current = current?;
+                if !current.ends_with(rev) {
+                    self.fail(
+                        &h.name,
+                        &format!("{what}: `current` link"),
+                        &format!(".../{rev}"),
+                        if current.is_empty() {
+                            "(missing)"
+                        } else {
+                            &current
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_versions(
+        &mut self,
+        fleet: &Fleet,
+        expected: &dyn Fn(&Host) -> String,
+    ) -> Result<()> {
+        let cmd = fleet.config.render(&fleet.config.sync.version_command, &[]);
+        for h in fleet.select(Hosts::All) {
+            let want = expected(h);
+            let installed = fleet.installed_version(h).await?;
+            if installed != want {
+                self.fail(&h.name, "installed package version", &want, &installed);
+                continue;
+            }
+            let out = fleet
+                .exec(h, Some(fleet.user()), &format!("timeout 20 {cmd}"))
+                .await?;
+            if !out.ok() || !out.stdout.contains(&want) {
+                self.fail(
+                    &h.name,
+                    &format!("`{cmd}` reports the installed version"),
+                    &want,
+                    &format!("exit {}: {}", out.code, out.tail(3)),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a sync, kills the last app host once the canaries have the new
+    /// revision, and checks that the tool failed and rolled every other
+    /// target back to the revision before.
+    async fn stop_target_mid_sync(&mut self, fleet: &Fleet, before: &str) -> Result<()> {
+        let targets = fleet.select(Hosts::Targets);
+        let Some(victim) = targets.last().copied() else {
+            bail!("target-stopped needs at least one target");
+        };
+        let canary = fleet.select(Hosts::Canaries)[0];
+        let rev = fleet.new_revision("deploy during a failure").await?;
+        let sync = fleet.sync(&rev);
+        tokio::pin!(sync);
+        let deadline = Instant::now() + Duration::from_secs(fleet.config.sync.timeout_secs);
+        let mut killed = false;
+        let out = loop {
+            tokio::select! {
+                out = &mut sync => break out?,
+                _ = tokio::time::sleep(Duration::from_millis(100)), if !killed => {
+                    let on_canary = fleet.deployed_revision(canary).await?;
+                    if on_canary.stdout.trim() == rev {
+                        fleet.kill_host(victim).await?;
+                        killed = true;
+                        self.say(format!("stopped {} while the sync was under way", victim.name));
+                    } else if Instant::now() > deadline {
+                        bail!("the canaries never reached {} during the sync", short(&rev));
+                    }
+                }
+            }
+        };
+        if !killed {
+            bail!(
+                "inconclusive: the sync finished before {} could be stopped (exit {}); \
+                 the scenario could not put a target down mid-deploy",
+                victim.name,
+                out.code
+            );
+        }
+        self.say(format!(
+            "sync with {} down exited {}: {}",
+            victim.name,
+            out.code,
+            out.tail(1)
+        ));
+        if out.ok() {
+            self.fail(
+                &fleet.deploy_host().name,
+                &format!("sync with {} stopped: exit code", victim.name),
+                "non-zero (the tool must report the failed target)",
+                "0",
+            );
+        }
+        let others: Vec<&Host> = targets
+            .iter()
+            .filter(|h| h.name != victim.name)
+            .copied()
+            .collect();
+        self.check_revisions(
+            fleet,
+            &others,
+            before,
+            "after the failed sync (rolled back)",
+        )
+        .await
+    }
+}
+
+fn names(hosts: &[&Host]) -> String {
+    if hosts.len() > 6 {
+        format!("{} hosts", hosts.len())
+    } else {
+        hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn short(rev: &str) -> &str {
+    &rev[..rev.len().min(10)]
+}
