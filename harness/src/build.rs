@@ -1,1 +1,605 @@
-//! (to be written)
+//! The .deb builders: `dpkg-buildpackage -us -uc -b` in a clean builder
+//! container, or `cargo deb` on the host for projects written in Rust. Both end
+//! the same way: lintian (errors fail the build), the artifacts and their
+//! `SHA256SUMS` in the output directory, and the build log beside them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Builder, Config};
+use crate::docker;
+use crate::images::{self, indent, tail};
+
+/// Where the project goes in the builder; dpkg-buildpackage writes the
+/// packages into the parent, `/build`.
+const BUILD_ROOT: &str = "/build";
+/// Where the artifacts are gathered in a container before download.
+const OUT_DIR: &str = "/out";
+const SUMS_FILE: &str = "SHA256SUMS";
+const LOG_FILE: &str = "build.log";
+
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The primary package (named after the package) first.
+    pub debs: Vec<PathBuf>,
+    pub changes: Option<PathBuf>,
+    pub buildinfo: Option<PathBuf>,
+    /// (file name, hex sha256) of every artifact, as written to `SHA256SUMS`.
+    pub sha256: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub lintian_warnings: Vec<String>,
+    pub lintian_errors: Vec<String>,
+}
+
+impl BuildOutput {
+    /// The .deb named after the package.
+    pub fn deb(&self) -> &Path {
+        &self.debs[0]
+    }
+
+    /// The sha256 of the primary .deb.
+    pub fn deb_sha256(&self) -> Option<&str> {
+        let name = self.deb().file_name()?.to_str()?;
+        self.sha256
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h.as_str())
+    }
+}
+
+/// Builds the project's .deb into `out_dir` with `build.builder`.
+pub async fn build(
+    docker: &Docker,
+    config: &Config,
+    project: &Path,
+    out_dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
+    build_in_run(
+        docker,
+        config,
+        project,
+        out_dir,
+        &docker::new_run_id(),
+        progress,
+    )
+    .await
+}
+
+/// `build`, with the containers labelled with the caller's run id.
+pub async fn build_in_run(
+    docker: &Docker,
+    config: &Config,
+    project: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("creating the output directory {}", out_dir.display()))?;
+    let started = Instant::now();
+    let output = match config.build.builder {
+        Builder::DpkgBuildpackage => {
+            dpkg_buildpackage(docker, config, project, out_dir, run_id, progress).await?
+        }
+        Builder::CargoDeb => cargo_deb(docker, config, project, out_dir, run_id, progress).await?,
+    };
+    progress(&format!(
+        "built {} in {:.1}s",
+        output.deb().display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(output)
+}
+
+async fn dpkg_buildpackage(
+    docker: &Docker,
+    config: &Config,
+    project: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
+    let image = images::builder_image(docker, config, project, progress).await?;
+    let source = crate::config::source_package_name(project)?;
+    let container = format!("rh-build-{run_id}");
+    start_container(docker, &container, &image, run_id).await?;
+    let result = build_in_container(
+        docker, config, project, out_dir, &container, &source, progress,
+    )
+    .await;
+    remove_container(docker, &container).await;
+    result
+}
+
+async fn build_in_container(
+    docker: &Docker,
+    config: &Config,
+    project: &Path,
+    out_dir: &Path,
+    container: &str,
+    source: &str,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
+    let tree = project_tar(project, &format!("{}/{source}", &BUILD_ROOT[1..]))?;
+    docker
+        .upload_to_container(
+            container,
+            Some(
+                bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+                    .path("/")
+                    .build(),
+            ),
+            bollard::body_full(tree.into()),
+        )
+        .await
+        .with_context(|| format!("copying {} into container {container}", project.display()))?;
+
+    let timeout = config.build.timeout_secs;
+    progress(&format!(
+        "dpkg-buildpackage -us -uc -b in {container} (up to {timeout}s)"
+    ));
+    let started = Instant::now();
+    let run = docker::exec(
+        docker,
+        container,
+        None,
+        &format!(
+            "cd {BUILD_ROOT}/{source} && exec timeout {timeout} dpkg-buildpackage -us -uc -b 2>&1"
+        ),
+    )
+    .await?;
+    let log = out_dir.join(LOG_FILE);
+    std::fs::write(&log, format!("{}{}", run.stdout, run.stderr))
+        .with_context(|| format!("writing {}", log.display()))?;
+    if !run.ok() {
+        let why = if run.code == 124 {
+            format!(
+                "timed out after {timeout}s (build.timeout_secs in {})",
+                config.path.display()
+            )
+        } else {
+            format!("exited with {}", run.code)
+        };
+        bail!(
+            "dpkg-buildpackage of {} {why}; the last lines of its log:\n{}\n  full log: {}",
+            project.display(),
+            indent(&tail(&run.stdout, 25)),
+            log.display()
+        );
+    }
+    progress(&format!(
+        "dpkg-buildpackage done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let gathered = docker::exec(
+        docker,
+        container,
+        None,
+        &format!(
+            "mkdir -p {OUT_DIR} && find {BUILD_ROOT} -maxdepth 1 -type f \\( -name '*.deb' \
+             -o -name '*.changes' -o -name '*.buildinfo' \\) -exec cp {{}} {OUT_DIR}/ \\; \
+             && ls {OUT_DIR}"
+        ),
+    )
+    .await?;
+    if !gathered.ok() || !gathered.stdout.contains(".deb") {
+        bail!(
+            "dpkg-buildpackage of {} succeeded but left no .deb in {BUILD_ROOT}: {}\n  full \
+             log: {}",
+            project.display(),
+            gathered.tail(5),
+            log.display()
+        );
+    }
+    let files = download_dir(docker, container, OUT_DIR, out_dir).await?;
+    let (lintian_warnings, lintian_errors) = if config.build.lintian {
+        let target = if files.iter().any(|f| has_ext(f, "changes")) {
+            "*.changes"
+        } else {
+            "*.deb"
+        };
+        run_lintian(docker, config, container, target, progress).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    finish(
+        config,
+        out_dir,
+        files,
+        log,
+        lintian_warnings,
+        lintian_errors,
+    )
+}
+
+async fn cargo_deb(
+    docker: &Docker,
+    config: &Config,
+    project: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    progress: &dyn Fn(&str),
+) -> Result<BuildOutput> {
+    let installed = tokio::process::Command::new("cargo")
+        .args(["deb", "--version"])
+        .current_dir(project)
+        .output()
+        .await;
+    match installed {
+        Ok(o) if o.status.success() => {}
+        Ok(_) => bail!("cargo-deb is not installed: cargo install cargo-deb"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("cargo is not installed, so cargo-deb cannot run: install a Rust toolchain, then cargo install cargo-deb")
+        }
+        Err(e) => return Err(e).context("running cargo deb --version"),
+    }
+    let out_abs = std::path::absolute(out_dir)?;
+    let timeout = config.build.timeout_secs;
+    progress(&format!(
+        "cargo deb in {} (up to {timeout}s)",
+        project.display()
+    ));
+    let started = Instant::now();
+    let command = tokio::process::Command::new("cargo")
+        .arg("deb")
+        .arg("--output")
+        .arg(&out_abs)
+        .current_dir(project)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(timeout), command)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cargo deb in {} timed out after {timeout}s (build.timeout_secs in {})",
+                project.display(),
+                config.path.display()
+            )
+        })?
+        .context("running cargo deb")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = out_dir.join(LOG_FILE);
+    std::fs::write(&log, format!("{stderr}{stdout}"))
+        .with_context(|| format!("writing {}", log.display()))?;
+    if !out.status.success() {
+        bail!(
+            "cargo deb in {} failed ({}); the last lines of its log:\n{}\n  full log: {}",
+            project.display(),
+            out.status,
+            indent(&tail(&format!("{stderr}{stdout}"), 25)),
+            log.display()
+        );
+    }
+    // cargo deb prints the path of the package it wrote last.
+    let deb = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.ends_with(".deb"))
+        .map(PathBuf::from)
+        .with_context(|| {
+            format!(
+                "cargo deb succeeded but did not print the .deb it made; see {}",
+                log.display()
+            )
+        })?;
+    let deb = if deb.is_absolute() {
+        deb
+    } else {
+        project.join(deb)
+    };
+    progress(&format!(
+        "cargo deb done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    let (warnings, errors) = if config.build.lintian {
+        lintian_deb(docker, config, &deb, run_id, progress).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    finish(config, out_dir, vec![deb], log, warnings, errors)
+}
+
+/// lintian on a .deb made outside the builder, in a lintian-only container.
+async fn lintian_deb(
+    docker: &Docker,
+    config: &Config,
+    deb: &Path,
+    run_id: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(Vec<String>, Vec<String>)> {
+    let image = images::lintian_image(docker, config, progress).await?;
+    let container = format!("rh-lintian-{run_id}");
+    start_container(docker, &container, &image, run_id).await?;
+    let result = async {
+        let name = deb.file_name().unwrap().to_string_lossy();
+        let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
+        docker::put_files(
+            docker,
+            &container,
+            &[(format!("{OUT_DIR}/{name}"), bytes, 0o644)],
+        )
+        .await?;
+        run_lintian(docker, config, &container, &name, progress).await
+    }
+    .await;
+    remove_container(docker, &container).await;
+    result
+}
+
+/// Runs lintian in `OUT_DIR` of the container. Returns (warnings, errors);
+/// errors fail the build unless the caller turned lintian off.
+async fn run_lintian(
+    docker: &Docker,
+    config: &Config,
+    container: &str,
+    target: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(Vec<String>, Vec<String>)> {
+    let started = Instant::now();
+    let run = docker::exec(
+        docker,
+        container,
+        None,
+        &format!("cd {OUT_DIR} && lintian --no-tag-display-limit {target} 2>&1"),
+    )
+    .await?;
+    let (warnings, errors) = lintian_tags(&run.stdout);
+    progress(&format!(
+        "lintian: {} errors, {} warnings ({:.1}s)",
+        errors.len(),
+        warnings.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    if !errors.is_empty() {
+        bail!(
+            "lintian found errors in the built package:\n{}\n  fix: correct the packaging, or \
+             set build.lintian = false in {} to skip the check",
+            indent(&errors.join("\n")),
+            config.path.display()
+        );
+    }
+    // lintian exits 1 for errors (handled above) and 2 when it could not run.
+    if !run.ok() && run.code != 1 {
+        bail!(
+            "lintian could not check the package (exit {}):\n{}",
+            run.code,
+            indent(&tail(&run.stdout, 15))
+        );
+    }
+    Ok((warnings, errors))
+}
+
+/// `W:` and `E:` lines of lintian's output.
+pub fn lintian_tags(output: &str) -> (Vec<String>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for line in output.lines() {
+        if line.starts_with("E: ") {
+            errors.push(line.to_string());
+        } else if line.starts_with("W: ") {
+            warnings.push(line.to_string());
+        }
+    }
+    (warnings, errors)
+}
+
+/// Sorts the artifacts, writes `SHA256SUMS` and makes the output.
+fn finish(
+    config: &Config,
+    out_dir: &Path,
+    files: Vec<PathBuf>,
+    log: PathBuf,
+    lintian_warnings: Vec<String>,
+    lintian_errors: Vec<String>,
+) -> Result<BuildOutput> {
+    let primary = format!("{}_", config.package_name());
+    let mut debs: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| has_ext(f, "deb"))
+        .cloned()
+        .collect();
+    debs.sort_by_key(|d| {
+        let name = d.file_name().unwrap_or_default().to_string_lossy();
+        (!name.starts_with(&primary), name.into_owned())
+    });
+    if debs.is_empty() {
+        bail!("the build made no .deb; see {}", log.display());
+    }
+    let mut sums = Vec::new();
+    let mut sums_text = String::new();
+    let mut sorted = files.clone();
+    sorted.sort();
+    for f in &sorted {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let hash = hex::encode(Sha256::digest(&bytes));
+        sums_text.push_str(&format!("{hash}  {name}\n"));
+        sums.push((name, hash));
+    }
+    let sums_path = out_dir.join(SUMS_FILE);
+    std::fs::write(&sums_path, sums_text)
+        .with_context(|| format!("writing {}", sums_path.display()))?;
+    Ok(BuildOutput {
+        debs,
+        changes: files.iter().find(|f| has_ext(f, "changes")).cloned(),
+        buildinfo: files.iter().find(|f| has_ext(f, "buildinfo")).cloned(),
+        sha256: sums,
+        log,
+        lintian_warnings,
+        lintian_errors,
+    })
+}
+
+fn has_ext(path: &Path, ext: &str) -> bool {
+    path.extension().is_some_and(|e| e == ext)
+}
+
+/// The project as a tar under `prefix`, without `.git` and the top `target/`.
+fn project_tar(project: &Path, prefix: &str) -> Result<Vec<u8>> {
+    fn add(builder: &mut tar::Builder<Vec<u8>>, dir: &Path, name: &str, top: bool) -> Result<()> {
+        builder.append_dir(name, dir)?;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            if file_name == ".git" || (top && file_name == "target") {
+                continue;
+            }
+            let path = entry.path();
+            let inner = format!("{name}/{file_name}");
+            if entry.file_type()?.is_dir() {
+                add(builder, &path, &inner, false)?;
+            } else {
+                builder
+                    .append_path_with_name(&path, &inner)
+                    .with_context(|| format!("packing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    add(&mut builder, project, prefix, true)?;
+    Ok(builder.into_inner()?)
+}
+
+/// Copies the files of a container directory into `dest`.
+async fn download_dir(
+    docker: &Docker,
+    container: &str,
+    dir: &str,
+    dest: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut stream = docker.download_from_container(
+        container,
+        Some(bollard::query_parameters::DownloadFromContainerOptions { path: dir.into() }),
+    );
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(
+            &chunk.with_context(|| format!("downloading {dir} from {container}"))?,
+        );
+    }
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let target = dest.join(name);
+        let mut file = std::fs::File::create(&target)
+            .with_context(|| format!("writing {}", target.display()))?;
+        std::io::copy(&mut entry, &mut file)?;
+        files.push(target);
+    }
+    Ok(files)
+}
+
+/// Starts a labelled container that idles (the image's command) for `exec`.
+async fn start_container(docker: &Docker, name: &str, image: &str, run_id: &str) -> Result<()> {
+    docker
+        .create_container(
+            Some(
+                bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                    .name(name)
+                    .build(),
+            ),
+            bollard::models::ContainerCreateBody {
+                image: Some(image.to_string()),
+                labels: Some(docker::run_labels(run_id)),
+                env: Some(vec![
+                    "LC_ALL=C.UTF-8".into(),
+                    "DEBIAN_FRONTEND=noninteractive".into(),
+                ]),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating container {name} from {image}"))?;
+    if let Err(e) = docker.start_container(name, None).await {
+        remove_container(docker, name).await;
+        return Err(e).with_context(|| format!("starting container {name}"));
+    }
+    Ok(())
+}
+
+/// Removes a container; a failure is only reported: the stale sweep at the
+/// next start takes what is left.
+async fn remove_container(docker: &Docker, name: &str) {
+    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    if let Err(e) = docker.remove_container(name, Some(options)).await {
+        eprintln!("warning: could not remove container {name}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lintian_lines_are_sorted_by_level() {
+        let out = "E: rh-hello: no-copyright-file\nW: rh-hello: some-warning x\n\
+                   N: rh-hello: note\nI: rh-hello: info\n";
+        let (w, e) = lintian_tags(out);
+        assert_eq!(e, vec!["E: rh-hello: no-copyright-file"]);
+        assert_eq!(w, vec!["W: rh-hello: some-warning x"]);
+    }
+
+    #[test]
+    fn project_tar_skips_git_and_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for f in [
+            ".git/HEAD",
+            "target/debug/x",
+            "src/target/keep",
+            "debian/rules",
+        ] {
+            std::fs::create_dir_all(p.join(f).parent().unwrap()).unwrap();
+            std::fs::write(p.join(f), "x").unwrap();
+        }
+        let tar = project_tar(p, "build/pkg").unwrap();
+        let mut names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with('/'))
+            .collect();
+        names.sort();
+        assert!(
+            names.contains(&"build/pkg/debian/rules".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"build/pkg/src/target/keep".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains(".git") || n.contains("pkg/target")),
+            "{names:?}"
+        );
+    }
+}
