@@ -1,1 +1,282 @@
-//! (to be written)
+//! The fixture release targets in `fixtures/`: `minideploy`, a small
+//! scap-like deploy tool packaged for Debian, and `minideploy-broken`, an
+//! overlay of the files that differ in a variant with a sync regression.
+//! `materialize` turns one into a git repository that looks like a project
+//! between releases: a tagged previous release and commits since.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Fixture names, and the overlay each applies over the base fixture.
+const KNOWN: [(&str, Option<&str>); 2] = [
+    ("minideploy", None),
+    ("minideploy-broken", Some("minideploy-broken")),
+];
+const BASE: &str = "minideploy";
+
+/// The tag of the release the fixture repository starts from.
+pub const PREVIOUS_TAG: &str = "0.1.0";
+
+/// Commits made after the tag, so a release has a changelog to write: (subject,
+/// file, text to replace or `None` to append, new text).
+const FOLLOW_UPS: [(&str, &str, Option<&str>, &str); 3] = [
+    (
+        "Document failure_limit in the README",
+        "README.md",
+        None,
+        "\nA group fails when the share of its failed targets exceeds\n\
+         `failure_limit` (default 0): every target promoted so far is rolled back.\n",
+    ),
+    (
+        "Name the previous revision in deploy-local's log",
+        "minideploy/local.py",
+        Some("\"%s: promoted %s (previous: %s)\""),
+        "\"%s: promoted %s (previous revision: %s)\"",
+    ),
+    (
+        "Add an example deploy.cfg",
+        "doc/deploy.cfg.example",
+        None,
+        "[global]\nrepo = demo\nssh_user = deploy\nssh_key = /home/deploy/.ssh/id_ed25519\n\
+         canary_targets = minideploy/canaries\ntargets = minideploy/targets\n",
+    ),
+];
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The names `materialize` accepts.
+pub fn known() -> Vec<&'static str> {
+    KNOWN.iter().map(|(name, _)| *name).collect()
+}
+
+/// Copies fixture `name` (with its overlay applied) into `dest/<name>`, makes
+/// it a git repository on `main` with the release `PREVIOUS_TAG` tagged and
+/// three commits since, and returns the repository's path.
+pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
+    let Some((_, overlay)) = KNOWN.iter().find(|(known, _)| *known == name) else {
+        bail!(
+            "unknown fixture `{name}`; the known fixtures are: {} (directories under {})",
+            known().join(", "),
+            fixtures_dir().display()
+        );
+    };
+    let repo = dest.join(name);
+    if repo.exists() && repo.read_dir()?.next().is_some() {
+        bail!(
+            "cannot materialize fixture `{name}` into {}: it is not empty; \
+             give an empty or new directory",
+            repo.display()
+        );
+    }
+    let base = fixtures_dir().join(BASE);
+    copy_tree(&base, &repo).with_context(|| format!("copying fixture `{name}`"))?;
+    if let Some(overlay) = overlay {
+        copy_tree(&fixtures_dir().join(overlay), &repo)
+            .with_context(|| format!("applying the overlay of fixture `{name}`"))?;
+    }
+
+    git(&repo, &["init", "--quiet", "-b", "main"])?;
+    git(&repo, &["config", "user.name", "Fixture Maintainer"])?;
+    git(&repo, &["config", "user.email", "fixture@example.org"])?;
+    git(&repo, &["add", "--all"])?;
+    git(&repo, &["commit", "--quiet", "-m", "Release 0.1.0"])?;
+    git(&repo, &["tag", "-a", PREVIOUS_TAG, "-m", "Release 0.1.0"])?;
+    for (subject, file, from, to) in FOLLOW_UPS {
+        let path = repo.join(file);
+        let text = match from {
+            Some(from) => {
+                let old = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if !old.contains(from) {
+                    bail!(
+                        "fixture `{name}`: {file} no longer contains {from:?}; update the \
+                         follow-up commit \"{subject}\" in harness/src/fixture.rs"
+                    );
+                }
+                old.replacen(from, to, 1)
+            }
+            None => {
+                let old = std::fs::read_to_string(&path).unwrap_or_default();
+                old + to
+            }
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        git(&repo, &["add", "--all"])?;
+        git(&repo, &["commit", "--quiet", "-m", subject])?;
+    }
+    Ok(repo)
+}
+
+/// Copies files, skipping what a local Python run or build leaves behind.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".pybuild" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            // fs::copy keeps the mode, so debian/rules stays executable.
+            std::fs::copy(entry.path(), &target).with_context(|| {
+                format!("copying {} to {}", entry.path().display(), target.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .current_dir(repo)
+        .args(args)
+        // The user's own configuration (signing, hooks, templates) must not
+        // change what the fixture looks like.
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .context("running git: is git installed and on PATH?")?;
+    if !out.status.success() {
+        bail!(
+            "git {} in {} failed: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Hosts};
+
+    #[test]
+    fn materialized_fixture_has_previous_release_and_commits_since() {
+        let dest = tempfile::tempdir().unwrap();
+        let repo = materialize("minideploy", dest.path()).unwrap();
+        assert_eq!(repo, dest.path().join("minideploy"));
+        assert_eq!(
+            git(&repo, &["cat-file", "-t", PREVIOUS_TAG]).unwrap(),
+            "tag"
+        );
+        assert_eq!(
+            git(&repo, &["describe", "--tags", "--abbrev=0"]).unwrap(),
+            PREVIOUS_TAG
+        );
+        let count = git(&repo, &["rev-list", "--count", "0.1.0..HEAD"]).unwrap();
+        assert_eq!(count, "3");
+        let subjects = git(&repo, &["log", "--format=%s", "0.1.0..HEAD"]).unwrap();
+        assert_eq!(subjects.lines().count(), 3);
+        for (subject, ..) in FOLLOW_UPS {
+            assert!(subjects.contains(subject), "{subjects}");
+        }
+        assert_eq!(git(&repo, &["status", "--porcelain"]).unwrap(), "");
+        assert_eq!(git(&repo, &["branch", "--show-current"]).unwrap(), "main");
+        let version = git(&repo, &["show", "0.1.0:minideploy/version.py"]).unwrap();
+        assert_eq!(version, "__version__ = \"0.1.0-1\"");
+        let rules = std::fs::metadata(repo.join("debian/rules")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_ne!(
+            rules.permissions().mode() & 0o111,
+            0,
+            "debian/rules must stay executable"
+        );
+    }
+
+    #[test]
+    fn broken_overlay_changes_the_sync() {
+        let dest = tempfile::tempdir().unwrap();
+        let good = materialize("minideploy", dest.path()).unwrap();
+        let broken = materialize("minideploy-broken", dest.path()).unwrap();
+        let read = |repo: &Path| std::fs::read_to_string(repo.join("minideploy/local.py")).unwrap();
+        assert_ne!(read(&good), read(&broken));
+        assert!(read(&broken).contains("if not os.path.lexists(paths.final):"));
+        // Only the overlaid file differs.
+        let diff = Command::new("git")
+            .args(["diff", "--no-index", "--name-only"])
+            .arg(good.join("minideploy"))
+            .arg(broken.join("minideploy"))
+            .output()
+            .unwrap();
+        let changed = String::from_utf8_lossy(&diff.stdout);
+        assert_eq!(changed.lines().count(), 1, "{changed}");
+        assert!(changed.trim().ends_with("local.py"), "{changed}");
+        assert_eq!(
+            git(&broken, &["rev-list", "--count", "0.1.0..HEAD"]).unwrap(),
+            "3"
+        );
+    }
+
+    #[test]
+    fn unknown_fixture_lists_the_known_ones() {
+        let dest = tempfile::tempdir().unwrap();
+        let err = materialize("scap", dest.path()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("unknown fixture `scap`"), "{msg}");
+        assert!(msg.contains("minideploy, minideploy-broken"), "{msg}");
+        assert!(!dest.path().join("scap").exists());
+    }
+
+    #[test]
+    fn non_empty_destination_is_refused() {
+        let dest = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dest.path().join("minideploy")).unwrap();
+        std::fs::write(dest.path().join("minideploy/x"), "").unwrap();
+        let err = materialize("minideploy", dest.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("not empty"), "{err:#}");
+    }
+
+    #[test]
+    fn release_toml_configures_the_fleet() {
+        let config = Config::load(&fixtures_dir().join("minideploy")).unwrap();
+        assert_eq!(config.package_name(), "minideploy");
+        assert_eq!(
+            config.package.version_files[0].path,
+            Path::new("minideploy/version.py")
+        );
+        let rendered: Vec<(Hosts, String, String)> = config
+            .fleet
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.hosts,
+                    config.render(&f.path, &[]),
+                    config.render(&f.content, &[]),
+                )
+            })
+            .collect();
+        let file = |path: &str| {
+            rendered
+                .iter()
+                .find(|(_, p, _)| p == path)
+                .unwrap_or_else(|| panic!("no fleet file {path}: {rendered:?}"))
+        };
+        let system = file("/etc/minideploy.cfg");
+        assert_eq!(system.0, Hosts::All);
+        assert!(system.2.contains("git_server = deploy1:80"), "{}", system.2);
+        let deploy = file("/srv/deployment/demo/minideploy/deploy.cfg");
+        assert_eq!(deploy.0, Hosts::Deploy);
+        assert!(deploy.2.contains("ssh_key = /home/deploy/.ssh/id_ed25519"));
+        assert!(!deploy.2.contains('{'), "unrendered template: {}", deploy.2);
+        assert_eq!(
+            file("/srv/deployment/demo/minideploy/canaries").2.trim(),
+            "canary1\ncanary2"
+        );
+        assert!(file("/srv/deployment/demo/minideploy/targets")
+            .2
+            .contains("app4"));
+    }
+}
