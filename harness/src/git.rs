@@ -341,6 +341,22 @@ impl Repo {
         Ok(clone)
     }
 
+    /// Takes back the last commit, which touched only `paths`: HEAD goes
+    /// back to `parent` and those paths' index entries with it; the work
+    /// tree and anything else staged are left alone.
+    pub fn undo_commit<P: AsRef<Path>>(&self, parent: &str, paths: &[P]) -> Result<()> {
+        self.git(&["reset", "--quiet", "--soft", parent])?;
+        let mut args: Vec<&OsStr> = vec![
+            "reset".as_ref(),
+            "--quiet".as_ref(),
+            parent.as_ref(),
+            "--".as_ref(),
+        ];
+        args.extend(paths.iter().map(|p| p.as_ref().as_os_str()));
+        self.git(&args)?;
+        Ok(())
+    }
+
     pub fn reset_hard(&self, sha: &str) -> Result<()> {
         self.git(&["reset", "--quiet", "--hard", sha])?;
         Ok(())
@@ -619,6 +635,12 @@ mod tests {
             .unwrap();
         assert_eq!(files, "Release 1.0.0\n\na.txt");
         assert_eq!(repo.is_clean().unwrap(), vec!["other.txt"]);
+
+        let parent = repo.rev_parse("HEAD~1").unwrap();
+        repo.undo_commit(&parent, &["a.txt"]).unwrap();
+        assert_eq!(repo.head().unwrap(), parent);
+        let status = repo.git(&["status", "--porcelain"]).unwrap();
+        assert_eq!(status, " M a.txt\nA  other.txt");
     }
 
     #[test]
