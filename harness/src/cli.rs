@@ -1,9 +1,283 @@
-//! Subcommands, their flags, exit codes.
+//! Subcommands, their flags and exit codes; the runtime, logging, and the
+//! clean-up on Ctrl-C or panic.
 
-pub fn main() -> i32 {
-    0
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::ScenarioKind;
+use crate::progress::Progress;
+use crate::release::{self, Cleanup, ReleaseOptions, VerifyFailed};
+use crate::version::{Bump, VersionRequest};
+
+/// Exit codes a CI job can tell apart.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Bad input, a failed step, an unreachable engine: read the message.
+    pub const ERROR: i32 = 1;
+    /// Wrong flags (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// Verify ran and a scenario failed: nothing reached production.
+    pub const VERIFY_FAILED: i32 = 3;
+    /// Interrupted (Ctrl-C); everything the run made was removed.
+    pub const INTERRUPTED: i32 = 130;
 }
 
+#[derive(Parser, Debug)]
+#[command(
+    name = "release-harness",
+    version,
+    about = "Release a Debian-packaged deploy tool: bump, build, verify on a container fleet, \
+             then canaries behind a soak gate",
+    long_about = None,
+    after_help = "Start with `release --dry-run` in a project that has a release.toml."
+)]
+pub struct Cli {
+    /// The project to release (a git checkout with release.toml at its root).
+    /// Default: the current directory.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "RELEASE_HARNESS_PROJECT"
+    )]
+    pub project: Option<PathBuf>,
+    /// Release a built-in fixture instead of a project (for trying the harness
+    /// and for its own tests): `minideploy` or `minideploy-broken`.
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "project")]
+    pub fixture: Option<String>,
+    /// Only errors and the final report.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log detail (-v: debug, -vv: trace); RUST_LOG works too.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bump the version, build the .deb, verify it on a throw-away fleet, then
+    /// roll it out to the canaries.
+    Release(ReleaseArgs),
+    /// Remove containers and networks that killed runs left behind.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Do everything up to verify in a scratch clone: nothing is committed,
+    /// tagged or pushed in the project, no production call is made.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Release exactly this upstream version (X.Y.Z).
+    #[arg(long, value_name = "X.Y.Z", conflicts_with = "bump")]
+    pub version: Option<String>,
+    /// Which part of the previous release's version to raise.
+    #[arg(long, value_enum, default_value = "minor")]
+    pub bump: BumpArg,
+    /// Where the .deb, build log, sums and verify reports go.
+    #[arg(long, value_name = "DIR", default_value = "release-out")]
+    pub out: PathBuf,
+    /// Leave the verify fleet running for debugging (prints how to get a shell).
+    #[arg(long)]
+    pub keep: bool,
+    /// Run only these scenarios (repeatable); default: release.toml's list.
+    #[arg(long = "scenario", value_enum, value_name = "NAME")]
+    pub scenarios: Vec<ScenarioArg>,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Remove this run's resources even if its process is alive (after --keep).
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum BumpArg {
+    Major,
+    Minor,
+    Patch,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ScenarioArg {
+    FreshInstall,
+    Upgrade,
+    MixedFleet,
+    Downgrade,
+    TargetStopped,
+}
+
+impl From<ScenarioArg> for ScenarioKind {
+    fn from(a: ScenarioArg) -> Self {
+        match a {
+            ScenarioArg::FreshInstall => ScenarioKind::FreshInstall,
+            ScenarioArg::Upgrade => ScenarioKind::Upgrade,
+            ScenarioArg::MixedFleet => ScenarioKind::MixedFleet,
+            ScenarioArg::Downgrade => ScenarioKind::Downgrade,
+            ScenarioArg::TargetStopped => ScenarioKind::TargetStopped,
+        }
+    }
+}
+
+/// The packaged binary's entry.
+pub fn main() -> i32 {
+    run(Cli::parse())
+}
+
+/// `cargo xtask`'s entry: the built-in fixture is the default target when
+/// neither --project nor --fixture is given.
 pub fn main_with_default_fixture() -> i32 {
-    main()
+    let mut cli = Cli::parse();
+    if cli.project.is_none() && cli.fixture.is_none() {
+        cli.fixture = Some("minideploy".into());
+    }
+    run(cli)
+}
+
+pub fn run(cli: Cli) -> i32 {
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    let progress = Progress::new(cli.quiet);
+    runtime.block_on(dispatch(cli, progress))
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "harness=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli, progress: Progress) -> i32 {
+    match cli.command {
+        Command::Release(ref args) => {
+            let opts = ReleaseOptions {
+                project: cli.project.clone(),
+                fixture: cli.fixture.clone(),
+                dry_run: args.dry_run,
+                version: match &args.version {
+                    Some(v) => VersionRequest::Exact(v.clone()),
+                    None => VersionRequest::Bump(match args.bump {
+                        BumpArg::Major => Bump::Major,
+                        BumpArg::Minor => Bump::Minor,
+                        BumpArg::Patch => Bump::Patch,
+                    }),
+                },
+                out: args.out.clone(),
+                keep: args.keep,
+                scenarios: args.scenarios.iter().map(|s| (*s).into()).collect(),
+                run_id: crate::docker::new_run_id(),
+            };
+            let json = args.json;
+            let cleanup = Arc::new(Mutex::new(Cleanup::default()));
+            // The release runs on this task (its futures need not be Send);
+            // a panic is caught here so its containers are still removed.
+            let task =
+                std::panic::AssertUnwindSafe(release::release(&opts, cleanup.clone(), &progress));
+            let result = tokio::select! {
+                joined = futures_util::FutureExt::catch_unwind(task) => match joined {
+                    Ok(r) => r,
+                    Err(_) => {
+                        progress.finish_step(false);
+                        clean_up(&cleanup).await;
+                        eprintln!("error: the release panicked; its containers and any release commit were removed");
+                        return exit::ERROR;
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    progress.finish_step(false);
+                    eprintln!("interrupted: removing what this run made ...");
+                    clean_up(&cleanup).await;
+                    return exit::INTERRUPTED;
+                }
+            };
+            match result {
+                Ok(outcome) => {
+                    progress.finish_step(true);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "{} {} {}: {} (sha256 {})",
+                            if outcome.dry_run {
+                                "dry run of"
+                            } else {
+                                "released"
+                            },
+                            outcome.package,
+                            outcome.version,
+                            outcome.deb.display(),
+                            outcome.deb_sha256
+                        );
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    progress.finish_step(false);
+                    if let Some(v) = e.downcast_ref::<VerifyFailed>() {
+                        eprintln!("error: {v}");
+                        return exit::VERIFY_FAILED;
+                    }
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+        Command::Sweep(args) => {
+            let result = async {
+                let docker = crate::docker::connect().await?;
+                let mut n = crate::docker::sweep_stale(&docker).await?;
+                if let Some(run) = &args.run {
+                    n += crate::docker::remove_run(&docker, run).await?;
+                }
+                anyhow::Ok(n)
+            }
+            .await;
+            match result {
+                Ok(n) => {
+                    println!("removed {n} containers and networks");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+    }
+}
+
+async fn clean_up(cleanup: &Arc<Mutex<Cleanup>>) {
+    let docker = crate::docker::connect().await.ok();
+    let mut taken = std::mem::take(&mut *cleanup.lock().unwrap());
+    taken.run(docker.as_ref()).await;
 }

@@ -1,1 +1,494 @@
-//! (to be written)
+//! `release`: preflight, bump, build, verify, then (not in a dry run) the
+//! canary rollout. Owns the order of the steps and the promise that a failed
+//! step leaves nothing half-done: no release commit or tag, no container, no
+//! production call.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+
+use crate::build::{self, BuildOutput};
+use crate::config::{Builder, Config, ScenarioKind};
+use crate::git::Repo;
+use crate::progress::Progress;
+use crate::report::VerifyReport;
+use crate::scenario::{self, Deb, VerifyInput};
+use crate::version::{self, VersionRequest};
+use crate::{docker, fixture, images};
+
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    /// The project checkout; None with `fixture` set.
+    pub project: Option<PathBuf>,
+    /// Release a built-in fixture (materialized into a scratch repository).
+    pub fixture: Option<String>,
+    pub dry_run: bool,
+    pub version: VersionRequest,
+    pub out: PathBuf,
+    pub keep: bool,
+    pub scenarios: Vec<ScenarioKind>,
+    pub run_id: String,
+}
+
+/// What a release produced, for the CLI's report and `--json`.
+#[derive(Debug, serde::Serialize)]
+pub struct ReleaseOutcome {
+    pub package: String,
+    pub version: String,
+    pub tag: String,
+    pub previous: Option<String>,
+    pub dry_run: bool,
+    pub artifacts: PathBuf,
+    pub deb: PathBuf,
+    pub deb_sha256: String,
+    pub verify_passed: bool,
+    pub report_digest: String,
+    pub junit: PathBuf,
+    /// What the canary step runs (a dry run only prints it).
+    pub canary_plan: Vec<String>,
+}
+
+/// Verify ran and failed: the release stopped before any production step.
+#[derive(Debug)]
+pub struct VerifyFailed {
+    pub summary: String,
+}
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "verify failed: the release stopped before any production step\n{}",
+            self.summary
+        )
+    }
+}
+impl std::error::Error for VerifyFailed {}
+
+/// What must be undone if the run is cut off: shared with the CLI so Ctrl-C
+/// and panics clean up too.
+#[derive(Default)]
+pub struct Cleanup {
+    pub run_id: Option<String>,
+    /// (repository, HEAD before the release commit, tag made)
+    pub release_commit: Option<(Repo, String, String)>,
+}
+
+impl Cleanup {
+    pub async fn run(&mut self, docker: Option<&Docker>) {
+        if let (Some(docker), Some(run)) = (docker, self.run_id.as_ref()) {
+            if let Err(e) = docker::remove_run(docker, run).await {
+                eprintln!("warning: removing the containers of run {run}: {e:#}");
+            }
+        }
+        if let Some((repo, head, tag)) = self.release_commit.take() {
+            let undo = repo.delete_tag(&tag).and_then(|_| repo.reset_hard(&head));
+            match undo {
+                Ok(()) => eprintln!("undid the release commit and tag {tag}"),
+                Err(e) => eprintln!(
+                    "warning: could not undo the release commit and tag {tag} in {}: {e:#}\n  \
+                     fix by hand: git tag -d {tag} && git reset --hard {head}",
+                    repo.root.display()
+                ),
+            }
+        }
+    }
+}
+
+pub async fn release(
+    opts: &ReleaseOptions,
+    cleanup: Arc<Mutex<Cleanup>>,
+    progress: &Progress,
+) -> Result<ReleaseOutcome> {
+    let scratch = tempfile::Builder::new()
+        .prefix("release-harness-")
+        .tempdir()
+        .context("making a scratch directory")?;
+    let project = match (&opts.fixture, &opts.project) {
+        (Some(name), _) => {
+            progress.step("fixture");
+            let dir = fixture::materialize(name, &scratch.path().join("fixture"))?;
+            progress.info(&format!("released target: the built-in fixture `{name}`"));
+            dir
+        }
+        (None, Some(p)) => p.clone(),
+        (None, None) => std::env::current_dir()?,
+    };
+
+    progress.step("preflight");
+    let config = Config::load(&project)?;
+    let repo = Repo::open(&project)?;
+    let (plan, docker) = preflight(&project, &repo, &config, opts).await?;
+    progress.info(&format!(
+        "{} {} -> {} ({} commits)",
+        config.package_name(),
+        plan.previous_version
+            .as_deref()
+            .unwrap_or("(first release)"),
+        plan.debian_version,
+        plan.changes.len()
+    ));
+    let swept = docker::sweep_stale(&docker).await?;
+    if swept > 0 {
+        progress.note(&format!(
+            "swept {swept} containers/networks left by killed runs"
+        ));
+    }
+    cleanup.lock().unwrap().run_id = Some(opts.run_id.clone());
+
+    // A dry run works in a scratch clone: the user's repository is never
+    // touched. A real run commits and tags where it stands.
+    let work = if opts.dry_run {
+        repo.scratch_clone(&scratch.path().join("work"))?
+    } else {
+        repo.clone()
+    };
+
+    progress.step("bump");
+    let head_before = work.head()?;
+    let bumped = version::apply(&work.root, &work, &config, &plan)?;
+    if !opts.dry_run {
+        cleanup.lock().unwrap().release_commit =
+            Some((work.clone(), head_before, bumped.tag.clone()));
+    }
+    progress.info(&format!(
+        "commit {} `Release {}`, tag {}",
+        &bumped.commit[..10.min(bumped.commit.len())],
+        bumped.upstream,
+        bumped.tag
+    ));
+
+    let artifacts = opts.out.join(format!(
+        "{}_{}",
+        config.package_name(),
+        bumped.debian_version
+    ));
+    std::fs::create_dir_all(&artifacts)
+        .with_context(|| format!("creating {}", artifacts.display()))?;
+    // The release's changelog beside its .deb: what a reviewer reads first.
+    let changelog = work.root.join("debian/changelog");
+    if changelog.exists() {
+        std::fs::copy(&changelog, artifacts.join("changelog"))?;
+    }
+
+    progress.step("build");
+    let built = build::build(
+        &docker,
+        &config,
+        &work.root,
+        &artifacts,
+        &progress.reporter(),
+    )
+    .await?;
+    let new = Deb {
+        path: built.deb().to_path_buf(),
+        version: bumped.debian_version.clone(),
+    };
+    check_deb_version(&new)?;
+    for w in &built.lintian_warnings {
+        progress.note(&format!("lintian: {w}"));
+    }
+
+    let needs_previous = verify_kinds(&config, opts)
+        .iter()
+        .any(|k| k.needs_previous());
+    let previous = match (&plan.previous_tag, needs_previous) {
+        (Some(tag), true) => {
+            progress.step("build previous release");
+            Some(
+                build_previous(
+                    &docker,
+                    &config,
+                    &work,
+                    tag,
+                    &scratch.path().join("prev"),
+                    progress,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+
+    progress.step("images");
+    let mut depends = images::deb_depends(&new.path)?;
+    if let Some(p) = &previous {
+        depends.extend(images::deb_depends(&p.path)?);
+    }
+    depends.sort();
+    depends.dedup();
+    let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
+
+    let report = scenario::verify(
+        &docker,
+        &VerifyInput {
+            config: &config,
+            image: &image,
+            new: &new,
+            previous: previous.as_ref(),
+            run_id: &opts.run_id,
+            keep: opts.keep,
+            only: &opts.scenarios,
+        },
+        progress,
+    )
+    .await?;
+    let junit = write_reports(&report, &artifacts)?;
+    eprintln!("\n{}", report.summary());
+    eprintln!("reports: {}", artifacts.display());
+    if !report.passed() {
+        if !opts.dry_run {
+            let mut undo = std::mem::take(&mut *cleanup.lock().unwrap());
+            undo.run(None).await;
+        }
+        return Err(VerifyFailed {
+            summary: report.summary(),
+        }
+        .into());
+    }
+
+    let canary_plan = canary_plan(&config, &bumped.debian_version);
+    if opts.dry_run {
+        eprintln!("dry run: nothing pushed, no production call. The canary step would run:");
+        for line in &canary_plan {
+            eprintln!("  {line}");
+        }
+    } else {
+        bail!(
+            "the production canary rollout is not available in this build; \
+             run with --dry-run (the release commit and tag were undone)"
+        );
+    }
+    // Released: nothing to undo any more.
+    cleanup.lock().unwrap().release_commit = None;
+
+    Ok(ReleaseOutcome {
+        package: config.package_name().to_string(),
+        version: bumped.debian_version.clone(),
+        tag: bumped.tag.clone(),
+        previous: plan.previous_version.clone(),
+        dry_run: opts.dry_run,
+        deb_sha256: sha_of(&built, &new.path),
+        deb: new.path,
+        artifacts,
+        verify_passed: true,
+        report_digest: report.digest(),
+        junit,
+        canary_plan,
+    })
+}
+
+/// Every check before anything changes; all problems at once, each with its
+/// fix.
+async fn preflight(
+    project: &Path,
+    repo: &Repo,
+    config: &Config,
+    opts: &ReleaseOptions,
+) -> Result<(version::Plan, Docker)> {
+    let mut problems = Vec::new();
+    let dirty = repo.is_clean()?;
+    if !dirty.is_empty() {
+        let shown: Vec<&str> = dirty.iter().take(5).map(|s| s.as_str()).collect();
+        problems.push(format!(
+            "the working tree of {} has uncommitted changes ({}{}): commit or stash them",
+            repo.root.display(),
+            shown.join(", "),
+            if dirty.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    match repo.current_branch()? {
+        Some(b) if b == config.package.release_branch => {}
+        other => problems.push(format!(
+            "on {}, but releases are cut from `{}`: `git switch {}` (or set \
+             package.release_branch in {})",
+            other
+                .map(|b| format!("branch `{b}`"))
+                .unwrap_or_else(|| "a detached HEAD".into()),
+            config.package.release_branch,
+            config.package.release_branch,
+            config.path.display()
+        )),
+    }
+    if config.build.builder == Builder::DpkgBuildpackage && !project.join("debian").is_dir() {
+        problems.push(format!(
+            "{} has no debian/ directory: the dpkg-buildpackage builder needs debian/control, \
+             debian/rules and debian/changelog (or set build.builder = \"cargo-deb\" in {})",
+            project.display(),
+            config.path.display()
+        ));
+    }
+    let plan = match version::plan(project, repo, config, &opts.version) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+    let docker = match docker::connect().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+    match (plan, docker) {
+        (Some(plan), Some(docker)) if problems.is_empty() => Ok((plan, docker)),
+        _ => bail!(
+            "preflight failed, nothing was changed:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {}", p.replace('\n', "\n    ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn verify_kinds(config: &Config, opts: &ReleaseOptions) -> Vec<ScenarioKind> {
+    if opts.scenarios.is_empty() {
+        config.verify.scenarios.clone()
+    } else {
+        opts.scenarios.clone()
+    }
+}
+
+/// The previous release's package, built from its tag once and cached by
+/// the tag's commit, so later releases reuse it.
+async fn build_previous(
+    docker: &Docker,
+    config: &Config,
+    repo: &Repo,
+    tag: &str,
+    scratch: &Path,
+    progress: &Progress,
+) -> Result<Deb> {
+    let commit = repo.rev_parse(&format!("{tag}^{{commit}}"))?;
+    let cache = cache_dir()
+        .join("previous")
+        .join(config.package_name())
+        .join(&commit);
+    let name = config.package_name();
+    let cached = std::fs::read_dir(&cache).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+            let f = p.file_name().unwrap_or_default().to_string_lossy();
+            f.starts_with(&format!("{name}_")) && f.ends_with(".deb")
+        })
+    });
+    let deb = match cached {
+        Some(deb) => {
+            progress.info(&format!("cached: {}", deb.display()));
+            deb
+        }
+        None => {
+            let src = scratch.join("src");
+            repo.archive(tag, &src)?;
+            let out = scratch.join("out");
+            std::fs::create_dir_all(&out)?;
+            let built = build::build(docker, config, &src, &out, &progress.reporter())
+                .await
+                .with_context(|| format!("building the previous release {tag}"))?;
+            std::fs::create_dir_all(&cache)?;
+            let dest = cache.join(built.deb().file_name().unwrap());
+            std::fs::copy(built.deb(), &dest)?;
+            dest
+        }
+    };
+    let version = deb_field(&deb, "Version")?;
+    Ok(Deb { path: deb, version })
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("RELEASE_HARNESS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("release-harness"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/release-harness"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("release-harness-cache"))
+}
+
+pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(deb)
+        .arg(field)
+        .output()
+        .context("running dpkg-deb (apt-get install dpkg)")?;
+    if !out.status.success() {
+        bail!(
+            "{}: dpkg-deb cannot read it: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The .deb must carry the version the bump wrote: the changelog is the
+/// source of truth at build time, and a mismatch means the bump did not land.
+fn check_deb_version(deb: &Deb) -> Result<()> {
+    let found = deb_field(&deb.path, "Version")?;
+    if found != deb.version {
+        bail!(
+            "{} has version {found}, expected {}: debian/changelog and the version bump disagree",
+            deb.path.display(),
+            deb.version
+        );
+    }
+    Ok(())
+}
+
+fn sha_of(built: &BuildOutput, deb: &Path) -> String {
+    let name = deb.file_name().unwrap_or_default().to_string_lossy();
+    built
+        .sha256
+        .iter()
+        .find(|(f, _)| *f == name)
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default()
+}
+
+fn write_reports(report: &VerifyReport, dir: &Path) -> Result<PathBuf> {
+    let junit = dir.join("junit.xml");
+    std::fs::write(&junit, report.junit())?;
+    std::fs::write(dir.join("verify.json"), report.to_json())?;
+    std::fs::write(dir.join("verify.txt"), report.summary())?;
+    Ok(junit)
+}
+
+/// The commands the canary step runs, for the dry run to show.
+pub fn canary_plan(config: &Config, version: &str) -> Vec<String> {
+    let r = &config.rollout;
+    let pkg = config.package_name();
+    match r.tool {
+        crate::config::RolloutTool::Debdeploy => {
+            let target = if let Some(alias) = r.canaries.strip_prefix("A:") {
+                format!("-s {alias}")
+            } else {
+                format!("-Q '{}'", r.canaries)
+            };
+            vec![
+                format!("debdeploy deploy -u {pkg}_{version}.yaml {target}"),
+                format!(
+                    "cumin --force --no-progress -o txt '{}' \"dpkg-query -W -f='${{Version}}' {pkg}\"",
+                    r.canaries
+                ),
+            ]
+        }
+        crate::config::RolloutTool::Cumin => vec![
+            format!(
+                "cumin --force -b {} '{}' 'apt-get -q update && apt-get -q -y -o DPkg::Options::=--force-confold install {pkg}={version}'",
+                r.batch_size, r.canaries
+            ),
+            format!(
+                "cumin --force --no-progress -o txt '{}' \"dpkg-query -W -f='${{Version}}' {pkg}\"",
+                r.canaries
+            ),
+        ],
+    }
+}

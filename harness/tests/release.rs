@@ -1,0 +1,158 @@
+//! `release` end to end on the built-in fixture: the dry run releases it up to
+//! a verified .deb without touching the user's repository, and the broken
+//! variant is stopped by verify. Real Docker, real builds, real syncs.
+
+mod support;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use harness::progress::Progress;
+use harness::release::{self, Cleanup, ReleaseOptions, VerifyFailed};
+use harness::version::{Bump, VersionRequest};
+
+fn options(repo: &std::path::Path, out: &std::path::Path) -> ReleaseOptions {
+    ReleaseOptions {
+        project: Some(repo.to_path_buf()),
+        fixture: None,
+        dry_run: true,
+        version: VersionRequest::Bump(Bump::Minor),
+        out: out.to_path_buf(),
+        keep: false,
+        scenarios: Vec::new(),
+        run_id: harness::docker::new_run_id(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let _heavy = support::HEAVY.lock().await;
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    let before = support::repo_state(&repo);
+    let out = tempfile::tempdir().unwrap();
+    let opts = options(&repo, out.path());
+
+    let outcome = release::release(
+        &opts,
+        Arc::new(Mutex::new(Cleanup::default())),
+        &Progress::new(false),
+    )
+    .await
+    .expect("the dry run of the fixture passes");
+
+    assert_eq!(outcome.version, "0.2.0-1");
+    assert_eq!(outcome.previous.as_deref(), Some("0.1.0-1"));
+    assert!(outcome.verify_passed);
+    let version = Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&outcome.deb)
+        .arg("Version")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "0.2.0-1");
+    // The release's changelog entry is kept beside the .deb, and dpkg reads it.
+    let parsed = Command::new("dpkg-parsechangelog")
+        .arg("-l")
+        .arg(outcome.artifacts.join("changelog"))
+        .arg("-SVersion")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "0.2.0-1");
+    let junit = std::fs::read_to_string(&outcome.junit).unwrap();
+    for scenario in [
+        "fresh-install",
+        "upgrade",
+        "mixed-fleet",
+        "downgrade",
+        "target-stopped",
+    ] {
+        assert!(junit.contains(&format!("name=\"{scenario}\"")), "{junit}");
+    }
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+    assert!(outcome.canary_plan[0].starts_with("debdeploy deploy -u "));
+
+    assert_eq!(
+        support::repo_state(&repo),
+        before,
+        "a dry run changed the repository"
+    );
+    assert_eq!(
+        support::leftovers(&docker, &opts.run_id).await,
+        0,
+        "containers left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let _heavy = support::HEAVY.lock().await;
+    let (_tmp, repo) = support::fixture_repo("minideploy-broken");
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(&repo, out.path());
+    // One scenario is enough to show the teeth; the full suite runs above.
+    opts.scenarios = vec![harness::config::ScenarioKind::FreshInstall];
+
+    let err = release::release(
+        &opts,
+        Arc::new(Mutex::new(Cleanup::default())),
+        &Progress::new(false),
+    )
+    .await
+    .expect_err("the broken fixture must fail verify");
+    let failed = err
+        .downcast_ref::<VerifyFailed>()
+        .unwrap_or_else(|| panic!("expected a verify failure, got: {err:#}"));
+    let summary = &failed.summary;
+    assert!(summary.contains("FAIL fresh-install"), "{summary}");
+    assert!(
+        summary.contains("deployed revision") || summary.contains("`current` link"),
+        "{summary}"
+    );
+    assert!(
+        ["canary1", "canary2", "app1", "app2", "app3", "app4"]
+            .iter()
+            .any(|h| summary.contains(&format!("{h}: "))),
+        "the report names no host: {summary}"
+    );
+    assert!(
+        !failed.to_string().contains("debdeploy"),
+        "no production step after a failed verify"
+    );
+    assert_eq!(
+        support::leftovers(&docker, &opts.run_id).await,
+        0,
+        "containers left behind"
+    );
+}
+
+/// The CLI, as a user meets it: no engine answers.
+#[test]
+fn an_unreachable_engine_is_a_preflight_failure_that_says_what_to_do() {
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    let before = support::repo_state(&repo);
+    let out = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+        .args(["release", "--dry-run", "--project"])
+        .arg(&repo)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("preflight failed, nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unix:///nonexistent/docker.sock"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: start it"), "{stderr}");
+    assert_eq!(support::repo_state(&repo), before);
+}

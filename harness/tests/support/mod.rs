@@ -1,0 +1,87 @@
+//! Shared by the integration tests: the Docker check (a clear failure, or an
+//! explicit skip), fixtures in temporary repositories, and a lock that keeps
+//! fleet-heavy tests from running at once on a small machine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Connects to the engine. Without one the test fails and says why, unless
+/// the developer asked to skip container tests (then returns None).
+pub async fn docker() -> Option<bollard::Docker> {
+    if std::env::var_os("RELEASE_HARNESS_SKIP_DOCKER").is_some() {
+        eprintln!("RELEASE_HARNESS_SKIP_DOCKER is set: skipping a container test");
+        return None;
+    }
+    match harness::docker::connect().await {
+        Ok(d) => Some(d),
+        Err(e) => panic!(
+            "this test needs a Docker engine and none answers:\n{e:#}\n\
+             (set RELEASE_HARNESS_SKIP_DOCKER=1 to skip container tests on purpose)"
+        ),
+    }
+}
+
+/// One fleet-heavy test at a time in a test binary: the machine has 2 cores.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fixture materialized as a git repository with a previous release tag.
+pub fn fixture_repo(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = harness::fixture::materialize(name, &dir.path().join(name)).unwrap();
+    (dir, repo)
+}
+
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything that tells whether a repository changed: HEAD, refs, status.
+pub fn repo_state(repo: &Path) -> String {
+    format!(
+        "{}\n{}\n{}",
+        git(repo, &["rev-parse", "HEAD"]),
+        git(repo, &["show-ref"]),
+        git(repo, &["status", "--porcelain", "--ignored"])
+    )
+}
+
+/// Containers and networks that carry the harness's labels and belong to this
+/// process (other runs on a shared engine are not ours to count).
+pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    use std::collections::HashMap;
+    let label = format!("{}={run_id}", harness::docker::LABEL_RUN);
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let c = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len();
+    let n = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len();
+    c + n
+}
