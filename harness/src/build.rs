@@ -602,4 +602,225 @@ mod tests {
             "{names:?}"
         );
     }
+    /// A tiny native Debian package: one installed file, debhelper 13.
+    fn write_project(dir: &Path, build_depends: &str, rules_extra: &str) {
+        let files = [
+            (
+                "release.toml",
+                "[package]\nname = \"rh-hello\"\n".to_string(),
+            ),
+            ("hello.txt", "hello from the harness tests\n".to_string()),
+            (
+                "debian/control",
+                format!(
+                    "Source: rh-hello\nSection: misc\nPriority: optional\n\
+                     Maintainer: Release Harness Tests <tests@example.org>\n\
+                     Build-Depends: {build_depends}\nStandards-Version: 4.6.2\n\
+                     Rules-Requires-Root: no\n\n\
+                     Package: rh-hello\nArchitecture: all\nDepends: ${{misc:Depends}}\n\
+                     Description: tiny package for the release harness tests\n \
+                     It installs one file so there is something to check.\n"
+                ),
+            ),
+            (
+                "debian/changelog",
+                "rh-hello (1.2.3) unstable; urgency=medium\n\n  * Test release.\n\n \
+                 -- Release Harness Tests <tests@example.org>  Mon, 01 Jan 2024 00:00:00 +0000\n"
+                    .to_string(),
+            ),
+            (
+                "debian/rules",
+                format!("#!/usr/bin/make -f\n%:\n\tdh $@\n{rules_extra}"),
+            ),
+            ("debian/source/format", "3.0 (native)\n".to_string()),
+            (
+                "debian/install",
+                "hello.txt usr/share/rh-hello/\n".to_string(),
+            ),
+            (
+                "debian/copyright",
+                "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+                 Upstream-Name: rh-hello\n\nFiles: *\nCopyright: 2024 Release Harness Tests\n\
+                 License: Apache-2.0\n On Debian systems, the full text of the Apache License \
+                 2.0 is in\n /usr/share/common-licenses/Apache-2.0.\n"
+                    .to_string(),
+            ),
+            (".git/HEAD", "ref: refs/heads/main\n".to_string()),
+        ];
+        for (path, content) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("debian/rules"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+
+    fn say(line: &str) {
+        eprintln!("  {line}");
+    }
+
+    async fn containers_of_run(docker: &Docker, run_id: &str) -> usize {
+        let label = format!("{}={run_id}", docker::LABEL_RUN);
+        let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+        docker
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap()
+            .len()
+    }
+
+    const GOOD_DEPENDS: &str = "debhelper-compat (= 13)";
+
+    #[tokio::test]
+    async fn dpkg_buildpackage_builds_sums_and_reuses_the_builder() {
+        let Some(docker) = images::docker_for_tests("dpkg_buildpackage_builds").await else {
+            return;
+        };
+        let project = tempfile::tempdir().unwrap();
+        write_project(project.path(), GOOD_DEPENDS, "");
+        let config = Config::load(project.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run_id = docker::new_run_id();
+        let built = build_in_run(&docker, &config, project.path(), out.path(), &run_id, &say)
+            .await
+            .unwrap();
+
+        let deb = built.deb();
+        assert_eq!(deb.file_name().unwrap(), "rh-hello_1.2.3_all.deb");
+        let version = std::process::Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(deb)
+            .arg("Version")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "1.2.3");
+        assert!(built.changes.as_ref().unwrap().exists());
+        assert!(built.buildinfo.as_ref().unwrap().exists());
+        assert!(std::fs::read_to_string(&built.log)
+            .unwrap()
+            .contains("dh_builddeb"));
+        assert!(built.lintian_errors.is_empty());
+
+        let sums = std::fs::read_to_string(out.path().join(SUMS_FILE)).unwrap();
+        let actual = hex::encode(Sha256::digest(std::fs::read(deb).unwrap()));
+        assert!(
+            sums.contains(&format!("{actual}  rh-hello_1.2.3_all.deb\n")),
+            "{sums}"
+        );
+        assert_eq!(built.deb_sha256(), Some(actual.as_str()));
+        assert_eq!(sums.lines().count(), built.sha256.len());
+        assert_eq!(containers_of_run(&docker, &run_id).await, 0);
+
+        // Same Build-Depends: the same tag, and the image is not made again.
+        let tag = images::builder_image(&docker, &config, project.path(), &say)
+            .await
+            .unwrap();
+        let before = docker.inspect_image(&tag).await.unwrap();
+        let started = Instant::now();
+        let again = images::builder_image(&docker, &config, project.path(), &say)
+            .await
+            .unwrap();
+        let after = docker.inspect_image(&again).await.unwrap();
+        assert_eq!(tag, again);
+        assert_eq!(before.id, after.id);
+        assert_eq!(before.created, after.created);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_build_shows_the_log_tail_and_leaves_no_container() {
+        let Some(docker) = images::docker_for_tests("failing_build").await else {
+            return;
+        };
+        let project = tempfile::tempdir().unwrap();
+        write_project(
+            project.path(),
+            GOOD_DEPENDS,
+            "\noverride_dh_auto_build:\n\techo the-build-broke-here\n\texit 1\n",
+        );
+        let config = Config::load(project.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let run_id = docker::new_run_id();
+        let err = build_in_run(&docker, &config, project.path(), out.path(), &run_id, &say)
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        eprintln!("{msg}");
+        assert!(msg.contains("the-build-broke-here"), "{msg}");
+        assert!(
+            msg.contains(&out.path().join(LOG_FILE).display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("exited with"), "{msg}");
+        assert_eq!(containers_of_run(&docker, &run_id).await, 0);
+    }
+
+    #[tokio::test]
+    async fn uninstallable_build_depends_are_named() {
+        let Some(docker) = images::docker_for_tests("uninstallable_build_depends").await else {
+            return;
+        };
+        let project = tempfile::tempdir().unwrap();
+        write_project(
+            project.path(),
+            "debhelper-compat (= 13), no-such-package-xyz",
+            "",
+        );
+        let config = Config::load(project.path()).unwrap();
+        let err = images::builder_image(&docker, &config, project.path(), &say)
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        eprintln!("{msg}");
+        assert!(
+            msg.contains("apt cannot install no-such-package-xyz"),
+            "{msg}"
+        );
+        assert!(msg.contains("Build-Depends of"), "{msg}");
+        assert!(msg.contains("debian/control"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn project_without_debian_dir_is_told_what_to_do() {
+        // Fails before any request: no engine needed.
+        let docker = Docker::connect_with_defaults().unwrap();
+        let project = tempfile::tempdir().unwrap();
+        std::fs::write(
+            project.path().join("release.toml"),
+            "[package]\nname = \"x\"\n",
+        )
+        .unwrap();
+        let config = Config::load(project.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let err = build(&docker, &config, project.path(), out.path(), &say)
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(
+                "has no debian/ directory (debian/control not found): the \
+                          dpkg-buildpackage builder needs one; or set build.builder = \
+                          \"cargo-deb\""
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.starts_with(&project.path().display().to_string()),
+            "{msg}"
+        );
+    }
 }

@@ -800,6 +800,21 @@ pub(crate) fn indent(text: &str) -> String {
         .join("\n")
 }
 
+/// The engine for a test that needs one: panics with what to do when it is
+/// unreachable, or returns None (after saying so) when
+/// RELEASE_HARNESS_SKIP_DOCKER=1 asks to skip.
+#[cfg(test)]
+pub(crate) async fn docker_for_tests(test: &str) -> Option<Docker> {
+    if std::env::var("RELEASE_HARNESS_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("skipped {test}: RELEASE_HARNESS_SKIP_DOCKER=1");
+        return None;
+    }
+    match crate::docker::connect().await {
+        Ok(d) => Some(d),
+        Err(e) => panic!("{test} needs a Docker engine: {e:#}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,5 +933,95 @@ E: Unable to correct problems, you have held broken packages.";
                 "{dockerfile}"
             );
         }
+    }
+    #[tokio::test]
+    async fn fleet_image_runs_sshd_with_host_keys_of_its_own() {
+        let Some(docker) = docker_for_tests("fleet_image_runs_sshd").await else {
+            return;
+        };
+        let config = Config::parse("", Path::new("release.toml")).unwrap();
+        let say = |line: &str| eprintln!("  {line}");
+        let image = fleet_image(&docker, &config, &["python3".to_string()], &say)
+            .await
+            .unwrap();
+        let again = fleet_image(&docker, &config, &["python3".to_string()], &say)
+            .await
+            .unwrap();
+        assert_eq!(image, again);
+
+        let run_id = crate::docker::new_run_id();
+        let network = format!("rh-images-{run_id}");
+        crate::docker::create_network(&docker, &network, &run_id)
+            .await
+            .unwrap();
+        let result = async {
+            // Container names differ from host names, as in a fleet.
+            for (suffix, hostname) in [("a", "deploy1"), ("b", "canary1")] {
+                let name = format!("rh-images-{run_id}-{suffix}");
+                docker
+                    .create_container(
+                        Some(
+                            bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                                .name(&name)
+                                .build(),
+                        ),
+                        bollard::models::ContainerCreateBody {
+                            image: Some(image.clone()),
+                            hostname: Some(hostname.into()),
+                            labels: Some(crate::docker::run_labels(&run_id)),
+                            host_config: Some(bollard::models::HostConfig {
+                                network_mode: Some(network.clone()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                docker.start_container(&name, None).await?;
+            }
+            let a = format!("rh-images-{run_id}-a");
+            let b = format!("rh-images-{run_id}-b");
+            let run = |container: String, script: String| {
+                let docker = docker.clone();
+                async move { crate::docker::exec(&docker, &container, None, &script).await }
+            };
+            // The host name (not only the container name) resolves, and sshd answers there.
+            let scan = run(
+                b.clone(),
+                "for i in $(seq 50); do ssh-keyscan -T 2 -t ed25519 deploy1 2>/dev/null \
+                 && exit 0; sleep 0.2; done; exit 1"
+                    .into(),
+            )
+            .await?;
+            assert!(
+                scan.ok(),
+                "sshd on deploy1 does not answer: {}",
+                scan.tail(5)
+            );
+            let resolved = run(b.clone(), "getent hosts deploy1".into()).await?;
+            assert!(resolved.ok(), "deploy1 does not resolve: {resolved:?}");
+            let key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
+            let key_a = run(a.clone(), key.into()).await?.stdout;
+            let key_b = run(b.clone(), key.into()).await?.stdout;
+            assert!(key_a.starts_with("ssh-ed25519 "), "{key_a}");
+            assert_ne!(key_a, key_b, "two containers of one image share a host key");
+            let sshd = run(
+                a.clone(),
+                "sshd -T | grep -i '^passwordauthentication'".into(),
+            )
+            .await?
+            .stdout;
+            assert_eq!(sshd.trim(), "passwordauthentication no");
+            let tools = run(
+                a.clone(),
+                "command -v cumin git python3 dpkg-scanpackages sudo curl ip".into(),
+            )
+            .await?;
+            assert!(tools.ok(), "missing tools: {tools:?}");
+            anyhow::Ok(())
+        }
+        .await;
+        crate::docker::remove_run(&docker, &run_id).await.unwrap();
+        result.unwrap();
     }
 }
