@@ -934,6 +934,35 @@ E: Unable to correct problems, you have held broken packages.";
             );
         }
     }
+    #[test]
+    fn deb_depends_reads_names_of_a_built_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: rh-deps\nVersion: 1.0\nArchitecture: all\n\
+             Maintainer: T <t@example.org>\nPre-Depends: dpkg (>= 1.19)\n\
+             Depends: python3:any (>= 3.9), git | git-core, python3\n\
+             Description: test\n dependencies only\n",
+        )
+        .unwrap();
+        let deb = dir.path().join("rh-deps_1.0_all.deb");
+        let built = std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        assert_eq!(
+            deb_depends(&deb).unwrap(),
+            vec!["dpkg", "python3", "git | git-core"]
+        );
+        let err = deb_depends(&dir.path().join("missing.deb")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.deb"), "{err:#}");
+    }
+
     #[tokio::test]
     async fn fleet_image_runs_sshd_with_host_keys_of_its_own() {
         let Some(docker) = docker_for_tests("fleet_image_runs_sshd").await else {
