@@ -823,4 +823,56 @@ mod tests {
             "{msg}"
         );
     }
+    #[tokio::test]
+    async fn cargo_deb_builds_sums_and_lints_or_says_how_to_install_it() {
+        let Some(docker) = images::docker_for_tests("cargo_deb_builds").await else {
+            return;
+        };
+        let project = tempfile::tempdir().unwrap();
+        let p = project.path();
+        std::fs::create_dir_all(p.join("src")).unwrap();
+        std::fs::write(
+            p.join("Cargo.toml"),
+            "[package]\nname = \"rh-rusty\"\nversion = \"0.3.1\"\nedition = \"2021\"\n\
+             license = \"Apache-2.0\"\ndescription = \"A tiny tool for the harness tests\"\n\
+             [package.metadata.deb]\nmaintainer = \"Release Harness Tests <tests@example.org>\"\n\
+             copyright = \"2024 Release Harness Tests\"\n\
+             extended-description = \"It prints one line so there is something to package.\"\n\
+             [workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("src/main.rs"), "fn main() { println!(\"hi\"); }\n").unwrap();
+        std::fs::write(
+            p.join("release.toml"),
+            "[package]\nname = \"rh-rusty\"\n[build]\nbuilder = \"cargo-deb\"\n",
+        )
+        .unwrap();
+        let config = Config::load(p).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let installed = std::process::Command::new("cargo")
+            .args(["deb", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let result = build(&docker, &config, p, out.path(), &say).await;
+        if !installed {
+            let msg = format!("{:#}", result.unwrap_err());
+            assert_eq!(msg, "cargo-deb is not installed: cargo install cargo-deb");
+            eprintln!("cargo-deb is not installed: checked only its error");
+            return;
+        }
+        let built = result.unwrap();
+        let name = built
+            .deb()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("rh-rusty_0.3.1"), "{name}");
+        assert_eq!(built.deb().parent().unwrap(), out.path());
+        let sums = std::fs::read_to_string(out.path().join(SUMS_FILE)).unwrap();
+        let actual = hex::encode(Sha256::digest(std::fs::read(built.deb()).unwrap()));
+        assert_eq!(sums, format!("{actual}  {name}\n"));
+        assert!(built.changes.is_none());
+        assert!(built.log.exists());
+    }
 }
