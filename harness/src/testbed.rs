@@ -1,0 +1,283 @@
+//! The production testbed: a second fleet that stands in for production, so
+//! the rollout adapters, the gate, promote and rollback run against real
+//! cumin (Debian's, over ssh as root) and a debdeploy stand-in
+//! (`containers/debdeploy/`, see why there). The deploy host is the cumin
+//! host; the targets carry the previous version, installed from the fleet's
+//! apt repository, which also holds the new one. The harness reaches the
+//! cumin host the way it reaches a production one, through
+//! `rollout.command_prefix` (here `docker exec -i <cumin host> sh -c`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bollard::Docker;
+
+use crate::config::{Config, Hosts};
+use crate::docker;
+use crate::fleet::{Fleet, Host, Size};
+use crate::progress::Progress;
+
+/// The stand-in, compiled in so the packaged binary can make a testbed too.
+const DEBDEPLOY_SERVER: &[u8] = include_bytes!("../../containers/debdeploy/debdeploy");
+const DEBDEPLOY_CLIENT: &[u8] = include_bytes!("../../containers/debdeploy/debdeploy-deploy");
+const DEBDEPLOY_PKGVERSION: &[u8] =
+    include_bytes!("../../containers/debdeploy/debdeploy-pkgversion");
+
+/// A .deb and its full Debian version.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+pub struct Testbed {
+    pub fleet: Fleet,
+    /// The release.toml given, with `rollout.command_prefix` pointing at the
+    /// testbed's cumin host and the aliases `canaries` and `fleet` defined.
+    pub config: Config,
+    pub previous: Package,
+    pub new: Package,
+}
+
+impl Testbed {
+    /// Starts the fleet from `image`, publishes both packages, installs
+    /// `previous` on every target, and sets up cumin (root's key, known
+    /// hosts, config, aliases) and the debdeploy stand-in.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        docker: &Docker,
+        config: &Config,
+        image: &str,
+        size: Size,
+        previous: Package,
+        new: Package,
+        run_id: &str,
+        keep: bool,
+        progress: &Progress,
+    ) -> Result<Testbed> {
+        let fleet = Fleet::start(docker, config, image, size, run_id, "prod", keep, progress).await?;
+        let mut config = config.clone();
+        config.fleet.canaries = size.canaries;
+        config.fleet.apps = size.apps;
+        config.rollout.command_prefix = vec![
+            "docker".into(),
+            "exec".into(),
+            "-i".into(),
+            fleet.deploy_host().container.clone(),
+            "sh".into(),
+            "-c".into(),
+        ];
+        config.rollout.canaries = "A:canaries".into();
+        config.rollout.fleet = "A:fleet".into();
+        let testbed = Testbed {
+            fleet,
+            config,
+            previous,
+            new,
+        };
+        match testbed.prepare(progress).await {
+            Ok(()) => Ok(testbed),
+            Err(e) => {
+                testbed.fleet.teardown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn prepare(&self, progress: &Progress) -> Result<()> {
+        let fleet = &self.fleet;
+        fleet
+            .publish_debs(&[&self.previous.path, &self.new.path])
+            .await?;
+        let targets = fleet.select(Hosts::Targets);
+        fleet.install(&targets, &self.previous.version).await?;
+        progress.info(&format!(
+            "testbed: {} {} on {} targets",
+            self.config.package_name(),
+            self.previous.version,
+            targets.len()
+        ));
+        self.setup_cumin().await?;
+        self.install_debdeploy().await
+    }
+
+    pub fn cumin_host(&self) -> &Host {
+        self.fleet.deploy_host()
+    }
+
+    /// Root on the cumin host logs into every target as root, as cumin does
+    /// in production; the fleet's known hosts already name every target.
+    async fn setup_cumin(&self) -> Result<()> {
+        let fleet = &self.fleet;
+        let cumin = self.cumin_host();
+        let public = fleet
+            .run(
+                cumin,
+                None,
+                "install -d -m 700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' \
+                 -f /root/.ssh/id_ed25519 && cat /root/.ssh/id_ed25519.pub",
+            )
+            .await?;
+        let targets = fleet.select(Hosts::Targets);
+        let authorize = format!(
+            "install -d -m 700 /root/.ssh && echo '{}' >> /root/.ssh/authorized_keys && \
+             chmod 600 /root/.ssh/authorized_keys",
+            public.trim()
+        );
+        fleet.run_on(&targets, None, &authorize).await?;
+        let names = |role: Hosts| -> String {
+            fleet
+                .select(role)
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let config_yaml = "transport: clustershell\n\
+             default_backend: direct\n\
+             log_file: /var/log/cumin/cumin.log\n\
+             clustershell:\n  \
+               ssh_options:\n    \
+                 - '-o BatchMode=yes'\n    \
+                 - '-o ConnectTimeout=10'\n    \
+                 - '-o StrictHostKeyChecking=yes'\n  \
+               fanout: 16\n";
+        let mut aliases = format!("canaries: D{{{}}}\n", names(Hosts::Canaries));
+        if !fleet.select(Hosts::Apps).is_empty() {
+            aliases.push_str(&format!("fleet: D{{{}}}\n", names(Hosts::Apps)));
+        }
+        let debdeploy_conf = format!("[distros]\n{} = debian, 12\n", self.config.rollout.distro);
+        docker::put_files(
+            &fleet.docker,
+            &cumin.container,
+            &[
+                (
+                    "/etc/cumin/config.yaml".into(),
+                    config_yaml.as_bytes().to_vec(),
+                    0o644,
+                ),
+                (
+                    "/etc/cumin/aliases.yaml".into(),
+                    aliases.into_bytes(),
+                    0o644,
+                ),
+                (
+                    "/etc/debdeploy.conf".into(),
+                    debdeploy_conf.into_bytes(),
+                    0o644,
+                ),
+            ],
+        )
+        .await?;
+        // A first call proves the whole chain (config, key, known hosts, sshd).
+        let all = format!("D{{{}}}", names(Hosts::Targets));
+        let out = fleet
+            .exec(
+                cumin,
+                None,
+                &format!("mkdir -p /var/log/cumin && cumin --force --no-progress -o txt '{all}' 'echo ok'"),
+            )
+            .await?;
+        for target in &targets {
+            if !out.stdout.contains(&format!("{}: ok", target.name)) {
+                bail!(
+                    "testbed: cumin on {} does not reach {} as root:\n{}",
+                    cumin.name,
+                    target.name,
+                    out.tail(15)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn install_debdeploy(&self) -> Result<()> {
+        let fleet = &self.fleet;
+        docker::put_files(
+            &fleet.docker,
+            &self.cumin_host().container,
+            &[("/usr/bin/debdeploy".into(), DEBDEPLOY_SERVER.to_vec(), 0o755)],
+        )
+        .await?;
+        for target in fleet.select(Hosts::Targets) {
+            docker::put_files(
+                &fleet.docker,
+                &target.container,
+                &[
+                    (
+                        "/usr/bin/debdeploy-deploy".into(),
+                        DEBDEPLOY_CLIENT.to_vec(),
+                        0o755,
+                    ),
+                    (
+                        "/usr/bin/debdeploy-pkgversion".into(),
+                        DEBDEPLOY_PKGVERSION.to_vec(),
+                        0o755,
+                    ),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The version each target has, asked of dpkg directly (not through the
+    /// rollout tool), for tests that check what the harness claims.
+    pub async fn versions(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for host in self.fleet.select(Hosts::Targets) {
+            out.push((host.name.clone(), self.fleet.installed_version(host).await?));
+        }
+        Ok(out)
+    }
+
+    pub async fn teardown(self) {
+        self.fleet.teardown().await
+    }
+}
+
+/// A minimal .deb of `package` at `version` (a marker file, no
+/// dependencies), made with `dpkg-deb` on this machine: the rollout path
+/// does not care what a package holds, and this is much faster than a build.
+pub fn make_deb(dir: &Path, package: &str, version: &str) -> Result<Package> {
+    make_deb_with(dir, package, version, "")
+}
+
+/// `make_deb` with `extra` in the marker file, for a package that differs
+/// from another of the same version.
+pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> Result<Package> {
+    let root = dir.join(format!("{package}_{version}{}", if extra.is_empty() { "" } else { "_x" }));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    std::fs::create_dir_all(root.join(format!("usr/share/{package}")))?;
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {package}\nVersion: {version}\nArchitecture: all\n\
+             Maintainer: Release Harness <release-harness@localhost>\n\
+             Description: testbed package\n testbed package\n"
+        ),
+    )?;
+    std::fs::write(
+        root.join(format!("usr/share/{package}/release")),
+        format!("{version}\n{extra}"),
+    )?;
+    let deb = dir.join(format!("{package}_{version}_all.deb"));
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .context("running dpkg-deb (install dpkg: apt-get install dpkg)")?;
+    if !out.status.success() {
+        bail!(
+            "dpkg-deb --build {} failed: {}",
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(Package {
+        path: deb,
+        version: version.to_string(),
+    })
+}
