@@ -281,7 +281,8 @@ pub fn deploy_commands(
     Ok(match config.rollout.tool {
         RolloutTool::Debdeploy => {
             let spec = update_spec(config, version, downgrade)?;
-            let update = "out=$(apt-get -q update 2>&1) || { printf '%s\\n' \"$out\" | tail -n 3; exit 1; }";
+            let update =
+                "out=$(apt-get -q update 2>&1) || { printf '%s\\n' \"$out\" | tail -n 3; exit 1; }";
             vec![
                 format!(
                     "{} --force --no-progress -o txt {} {}",
@@ -403,7 +404,13 @@ pub async fn deploy(
             tool_exit = out.code;
             output = format!("{}{}", out.stdout, out.stderr);
             for (host, lines) in parse_cumin_txt(&out.stdout) {
-                let tail: Vec<&str> = lines.iter().rev().take(2).rev().map(String::as_str).collect();
+                let tail: Vec<&str> = lines
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .rev()
+                    .map(String::as_str)
+                    .collect();
                 reported.insert(host, tail.join(" / "));
             }
             if !out.ok() {
@@ -505,10 +512,7 @@ pub fn parse_debdeploy_output(text: &str) -> DebdeployOutput {
         let indented = line.starts_with(' ');
         if indented {
             if let Some(h) = &header {
-                let set = trimmed
-                    .rsplit_once(" (")
-                    .map(|(s, _)| s)
-                    .unwrap_or(trimmed);
+                let set = trimmed.rsplit_once(" (").map(|(s, _)| s).unwrap_or(trimmed);
                 for host in expand_nodeset(set).unwrap_or_else(|_| vec![set.to_string()]) {
                     parsed.hosts.insert(host, h.clone());
                 }
@@ -687,7 +691,11 @@ mod tests {
         let c = config("");
         let cmds = deploy_commands(&c, "A:canaries", "0.2.0-1", false).unwrap();
         assert!(cmds[0].contains("apt-get -q update"), "{}", cmds[0]);
-        assert!(cmds[1].contains("debdeploy deploy -u \"$spec\" -s canaries;"), "{}", cmds[1]);
+        assert!(
+            cmds[1].contains("debdeploy deploy -u \"$spec\" -s canaries;"),
+            "{}",
+            cmds[1]
+        );
         let cmds = deploy_commands(&c, "D{app1,app2}", "0.2.0-1", false).unwrap();
         assert!(cmds[1].contains("-Q 'D{app1,app2}'"), "{}", cmds[1]);
     }
@@ -732,7 +740,10 @@ mod tests {
         let parsed = parse_debdeploy_output(text);
         assert_eq!(parsed.hosts["app1"], "was updated: 1.0-1 -> 1.1-1");
         assert_eq!(parsed.hosts["app2"], "was updated: 1.0-1 -> 1.1-1");
-        assert_eq!(parsed.hosts["canary1"], "already up-to-date (nothing changed)");
+        assert_eq!(
+            parsed.hosts["canary1"],
+            "already up-to-date (nothing changed)"
+        );
         assert_eq!(parsed.hosts["app3"], "the package isn't installed");
         assert!(parsed.hosts["app4"].starts_with("could not decode"));
         assert_eq!(parsed.hosts["app5"], "unreachable");
@@ -744,7 +755,10 @@ mod tests {
         let out = "\x1b[36mjunk\x1b[39m\n_____FORMATTED_OUTPUT_____\napp1: 0.1.0-1\napp2: dpkg-query: no packages found matching x\n";
         let parsed = parse_cumin_txt(out);
         assert_eq!(parsed["app1"], vec!["0.1.0-1"]);
-        assert_eq!(parsed["app2"], vec!["dpkg-query: no packages found matching x"]);
+        assert_eq!(
+            parsed["app2"],
+            vec!["dpkg-query: no packages found matching x"]
+        );
         assert_eq!(parsed.len(), 2);
     }
 
@@ -756,7 +770,12 @@ mod tests {
         );
         assert_eq!(
             expand_nodeset("db[08-10,12]-a.eqiad").unwrap(),
-            vec!["db08-a.eqiad", "db09-a.eqiad", "db10-a.eqiad", "db12-a.eqiad"]
+            vec![
+                "db08-a.eqiad",
+                "db09-a.eqiad",
+                "db10-a.eqiad",
+                "db12-a.eqiad"
+            ]
         );
         assert_eq!(expand_nodeset("r[1-2]h[1-2]").unwrap().len(), 4);
         assert_eq!(expand_nodeset("solo").unwrap(), vec!["solo"]);

@@ -55,7 +55,8 @@ impl Testbed {
         keep: bool,
         progress: &Progress,
     ) -> Result<Testbed> {
-        let fleet = Fleet::start(docker, config, image, size, run_id, "prod", keep, progress).await?;
+        let fleet =
+            Fleet::start(docker, config, image, size, run_id, "prod", keep, progress).await?;
         let mut config = config.clone();
         config.fleet.canaries = size.canaries;
         config.fleet.apps = size.apps;
@@ -196,7 +197,11 @@ impl Testbed {
         docker::put_files(
             &fleet.docker,
             &self.cumin_host().container,
-            &[("/usr/bin/debdeploy".into(), DEBDEPLOY_SERVER.to_vec(), 0o755)],
+            &[(
+                "/usr/bin/debdeploy".into(),
+                DEBDEPLOY_SERVER.to_vec(),
+                0o755,
+            )],
         )
         .await?;
         for target in fleet.select(Hosts::Targets) {
@@ -246,7 +251,10 @@ pub fn make_deb(dir: &Path, package: &str, version: &str) -> Result<Package> {
 /// `make_deb` with `extra` in the marker file, for a package that differs
 /// from another of the same version.
 pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> Result<Package> {
-    let root = dir.join(format!("{package}_{version}{}", if extra.is_empty() { "" } else { "_x" }));
+    let root = dir.join(format!(
+        "{package}_{version}{}",
+        if extra.is_empty() { "" } else { "_x" }
+    ));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("DEBIAN"))?;
     std::fs::create_dir_all(root.join(format!("usr/share/{package}")))?;

@@ -1,0 +1,633 @@
+//! The soak gate between the canaries and the rest of the fleet. It looks
+//! at evidence, not only at the clock: the minimum soak, every canary still
+//! on the version (asked of the hosts), the artifact the fleet would install
+//! being the one verified (its sha256 in the fleet's apt index against the
+//! ledger), and release.toml's health checks (a command on the canaries
+//! through the rollout tool; a Prometheus instant query against a
+//! threshold). Each check passes, fails or is inconclusive: inconclusive
+//! waits, fail blocks.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, GateCheck};
+use crate::ledger::{self, Record, StepKind};
+use crate::progress::Progress;
+use crate::rollout;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckResult {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn check(name: &str, verdict: Verdict, detail: impl Into<String>) -> CheckResult {
+    CheckResult {
+        name: name.to_string(),
+        verdict,
+        detail: detail.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    pub checks: Vec<CheckResult>,
+    /// Time left of the minimum soak (zero once elapsed).
+    pub soak_remaining_secs: u64,
+}
+
+impl GateReport {
+    /// Fail if any check failed, else inconclusive if any was, else pass.
+    pub fn verdict(&self) -> Verdict {
+        verdict_of(&self.checks)
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = format!("gate: {}\n", self.verdict().word());
+        for c in &self.checks {
+            out.push_str(&format!(
+                "  {:<12} {:<22} {}\n",
+                c.verdict.word(),
+                c.name,
+                c.detail
+            ));
+        }
+        out
+    }
+}
+
+pub fn verdict_of(checks: &[CheckResult]) -> Verdict {
+    if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// Evaluates every check for the release in `record`. `local_deb`, when
+/// given, must also have the verified sha256 (the CI artifact).
+pub async fn evaluate(
+    config: &Config,
+    record: &Record,
+    local_deb: Option<&Path>,
+    progress: &Progress,
+) -> GateReport {
+    let mut checks = Vec::new();
+    let (soak, remaining) = soak(config, record);
+    checks.push(soak);
+    progress.info("gate: versions on the canaries");
+    checks.push(canaries_on_version(config, record).await);
+    progress.info("gate: the artifact the fleet would install");
+    checks.push(artifact(config, record).await);
+    if let Some(deb) = local_deb {
+        checks.push(local_artifact(record, deb));
+    }
+    for c in &config.gate.checks {
+        match c {
+            GateCheck::Command { name, command } => {
+                progress.info(&format!("gate: {name}"));
+                checks.push(command_check(config, name, command).await);
+            }
+            GateCheck::Prometheus {
+                name,
+                url,
+                query,
+                op,
+                threshold,
+            } => {
+                progress.info(&format!("gate: {name}"));
+                let (url, query, name) = (url.clone(), query.clone(), name.clone());
+                let (op, threshold) = (op.clone(), *threshold);
+                let result = tokio::task::spawn_blocking(move || {
+                    prometheus_check(&name, &url, &query, &op, threshold)
+                })
+                .await
+                .unwrap_or_else(|e| check("prometheus", Verdict::Inconclusive, e.to_string()));
+                checks.push(result);
+            }
+        }
+    }
+    GateReport {
+        checks,
+        soak_remaining_secs: remaining,
+    }
+}
+
+fn soak(config: &Config, record: &Record) -> (CheckResult, u64) {
+    let name = "soak";
+    let min = config.gate.min_soak_secs;
+    let Some(canary) = record
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.kind == StepKind::Canary && s.ok())
+    else {
+        return (
+            check(name, Verdict::Fail, "no successful canary rollout recorded"),
+            min,
+        );
+    };
+    let Some(since) = canary.finished_at.as_deref().and_then(ledger::parse_time) else {
+        return (
+            check(name, Verdict::Fail, "the canary step has no end time"),
+            min,
+        );
+    };
+    let elapsed = (chrono::Utc::now() - since).num_seconds().max(0) as u64;
+    if elapsed >= min {
+        (
+            check(
+                name,
+                Verdict::Pass,
+                format!(
+                    "{} on the canaries (minimum {})",
+                    human(elapsed),
+                    human(min)
+                ),
+            ),
+            0,
+        )
+    } else {
+        let left = min - elapsed;
+        (
+            check(
+                name,
+                Verdict::Inconclusive,
+                format!(
+                    "{} on the canaries, {} left of the minimum {}",
+                    human(elapsed),
+                    human(left),
+                    human(min)
+                ),
+            ),
+            left,
+        )
+    }
+}
+
+async fn canaries_on_version(config: &Config, record: &Record) -> CheckResult {
+    let name = "canary versions";
+    let hosts: Vec<String> = record
+        .last(StepKind::Canary)
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default();
+    if hosts.is_empty() {
+        return check(name, Verdict::Fail, "the ledger names no canary hosts");
+    }
+    let versions =
+        match rollout::installed_versions(config, &rollout::query_for_hosts(&hosts)).await {
+            Ok(v) => v,
+            Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+        };
+    let wrong: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| match versions.get(h) {
+            Some(v) if *v == record.version => None,
+            Some(v) => Some(format!("{h} has {v}")),
+            None => None,
+        })
+        .collect();
+    let silent: Vec<&str> = hosts
+        .iter()
+        .filter(|h| !versions.contains_key(*h))
+        .map(String::as_str)
+        .collect();
+    if !wrong.is_empty() {
+        check(
+            name,
+            Verdict::Fail,
+            format!(
+                "expected {} on every canary: {}",
+                record.version,
+                wrong.join(", ")
+            ),
+        )
+    } else if !silent.is_empty() {
+        check(
+            name,
+            Verdict::Inconclusive,
+            format!("no answer from {}", silent.join(", ")),
+        )
+    } else {
+        check(
+            name,
+            Verdict::Pass,
+            format!("{} on {}", record.version, hosts.join(", ")),
+        )
+    }
+}
+
+/// The sha256 of the package the fleet's apt would fetch for this version,
+/// read from the canaries' apt index after an update.
+async fn artifact(config: &Config, record: &Record) -> CheckResult {
+    let name = "artifact";
+    let Some(expected) = &record.deb_sha256 else {
+        return check(
+            name,
+            Verdict::Fail,
+            "no sha256 of the verified .deb in the ledger: nothing proves the fleet gets \
+             the package that was tested",
+        );
+    };
+    let command = format!(
+        "apt-get -q update >/dev/null 2>&1; apt-cache show {}={} | sed -n 's/^SHA256: //p'",
+        rollout::shell_quote(config.package_name()),
+        record.version
+    );
+    let hosts: Vec<String> = record
+        .last(StepKind::Canary)
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default();
+    let query = if hosts.is_empty() {
+        config.rollout.canaries.clone()
+    } else {
+        rollout::query_for_hosts(&hosts)
+    };
+    let answers = match rollout::run_command(config, &query, &command).await {
+        Ok(a) => a,
+        Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+    };
+    let mut seen = Vec::new();
+    for (host, (_, output)) in &answers {
+        let sums: Vec<&str> = output
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if sums.is_empty() {
+            return check(
+                name,
+                Verdict::Fail,
+                format!(
+                    "{host}'s apt index has no {} {}",
+                    config.package_name(),
+                    record.version
+                ),
+            );
+        }
+        for sum in sums {
+            if sum != expected {
+                return check(
+                    name,
+                    Verdict::Fail,
+                    format!(
+                        "the apt repository serves {} {} with sha256 {sum} (seen from {host}), \
+                         but the verified .deb had {expected}: the package changed after verify",
+                        config.package_name(),
+                        record.version
+                    ),
+                );
+            }
+        }
+        seen.push(host.as_str());
+    }
+    if seen.is_empty() {
+        return check(name, Verdict::Inconclusive, "no canary answered");
+    }
+    check(
+        name,
+        Verdict::Pass,
+        format!("sha256 {} as verified", &expected[..expected.len().min(16)]),
+    )
+}
+
+fn local_artifact(record: &Record, deb: &Path) -> CheckResult {
+    let name = "artifact file";
+    let Some(expected) = &record.deb_sha256 else {
+        return check(
+            name,
+            Verdict::Fail,
+            "no sha256 of the verified .deb in the ledger",
+        );
+    };
+    match std::fs::read(deb) {
+        Ok(bytes) => {
+            let sum = hex::encode(Sha256::digest(&bytes));
+            if &sum == expected {
+                check(
+                    name,
+                    Verdict::Pass,
+                    format!("{} as verified", deb.display()),
+                )
+            } else {
+                check(
+                    name,
+                    Verdict::Fail,
+                    format!(
+                        "{} has sha256 {sum}, the verified .deb {expected}",
+                        deb.display()
+                    ),
+                )
+            }
+        }
+        Err(e) => check(
+            name,
+            Verdict::Fail,
+            format!("cannot read {}: {e}", deb.display()),
+        ),
+    }
+}
+
+async fn command_check(config: &Config, name: &str, command: &str) -> CheckResult {
+    let hosts = match rollout::resolve(config, &config.rollout.canaries).await {
+        Ok(h) => h,
+        Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+    };
+    let answers = match rollout::run_command(config, &config.rollout.canaries, command).await {
+        Ok(a) => a,
+        Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+    };
+    let failed: Vec<String> = answers
+        .iter()
+        .filter(|(_, (code, _))| *code != 0)
+        .map(|(h, (code, out))| {
+            format!(
+                "{h} exited {code}: {}",
+                out.lines().last().unwrap_or("").trim()
+            )
+        })
+        .collect();
+    let silent: Vec<&str> = hosts
+        .iter()
+        .filter(|h| !answers.contains_key(*h))
+        .map(String::as_str)
+        .collect();
+    if !failed.is_empty() {
+        check(name, Verdict::Fail, failed.join("; "))
+    } else if !silent.is_empty() {
+        check(
+            name,
+            Verdict::Inconclusive,
+            format!("no answer from {}", silent.join(", ")),
+        )
+    } else {
+        check(
+            name,
+            Verdict::Pass,
+            format!("`{command}` exited 0 on {}", hosts.join(", ")),
+        )
+    }
+}
+
+/// A Prometheus instant query; every returned sample must satisfy
+/// `value OP threshold`. No data or no answer is inconclusive.
+pub fn prometheus_check(
+    name: &str,
+    url: &str,
+    query: &str,
+    op: &str,
+    threshold: f64,
+) -> CheckResult {
+    let values = match prometheus_query(url, query, Duration::from_secs(10)) {
+        Ok(v) => v,
+        Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+    };
+    if values.is_empty() {
+        return check(
+            name,
+            Verdict::Inconclusive,
+            format!("`{query}` returned no data"),
+        );
+    }
+    let holds = |v: f64| match op {
+        "<" => v < threshold,
+        "<=" => v <= threshold,
+        ">" => v > threshold,
+        ">=" => v >= threshold,
+        _ => false,
+    };
+    let bad: Vec<String> = values
+        .iter()
+        .filter(|v| !holds(**v))
+        .map(|v| v.to_string())
+        .collect();
+    if bad.is_empty() {
+        check(
+            name,
+            Verdict::Pass,
+            format!("{} {op} {threshold}", join_values(&values)),
+        )
+    } else {
+        check(
+            name,
+            Verdict::Fail,
+            format!("`{query}` = {} is not {op} {threshold}", bad.join(", ")),
+        )
+    }
+}
+
+fn join_values(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sample values of an instant query (`/api/v1/query`), over plain
+/// HTTP/1.0 (Prometheus inside a production network speaks it; https needs
+/// a proxy or an exporter in front).
+pub fn prometheus_query(url: &str, query: &str, timeout: Duration) -> Result<Vec<f64>> {
+    let rest = url.strip_prefix("http://").with_context(|| {
+        format!("Prometheus URL `{url}` must start with http:// (https is not supported)")
+    })?;
+    let (authority, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let address = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let socket = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {address} (from {url})"))?
+        .next()
+        .with_context(|| format!("{address} has no address"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, timeout)
+        .with_context(|| format!("connecting to Prometheus at {url}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let request = format!(
+        "GET {base}/api/v1/query?query={} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n",
+        percent_encode(query)
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .with_context(|| format!("reading Prometheus' answer from {url}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{url} did not answer HTTP"))?;
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("Prometheus at {url} answered `{status}`: {}", body.trim());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("{url} did not answer JSON"))?;
+    if json["status"] != "success" {
+        bail!("Prometheus query `{query}` failed: {}", json["error"]);
+    }
+    let sample = |v: &serde_json::Value| -> Result<f64> {
+        v.get(1)
+            .and_then(|s| s.as_str())
+            .with_context(|| format!("unexpected sample {v}"))?
+            .parse::<f64>()
+            .context("a sample value is not a number")
+    };
+    let data = &json["data"];
+    match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .map(|a| a.iter().map(|s| sample(&s["value"])).collect())
+            .unwrap_or(Ok(Vec::new())),
+        Some("scalar") => Ok(vec![sample(&data["result"])?]),
+        other => bail!(
+            "Prometheus query `{query}` returned a {} result; use a query that gives an \
+             instant vector or a scalar",
+            other.unwrap_or("missing")
+        ),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn human(secs: u64) -> String {
+    crate::progress::format_duration(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-request HTTP server answering `body` with `status`.
+    fn serve(status: &str, body: &str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let response = format!("HTTP/1.0 {status}\r\nContent-Type: application/json\r\n\r\n{body}");
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(request.starts_with("GET /api/v1/query?query="), "{request}");
+            conn.write_all(response.as_bytes()).unwrap();
+        });
+        url
+    }
+
+    fn vector(values: &[&str]) -> String {
+        let samples: Vec<String> = values
+            .iter()
+            .map(|v| format!("{{\"metric\":{{}},\"value\":[1700000000.1,\"{v}\"]}}"))
+            .collect();
+        format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{}]}}}}",
+            samples.join(",")
+        )
+    }
+
+    #[test]
+    fn prometheus_pass_fail_and_no_data() {
+        let url = serve("200 OK", &vector(&["0.01", "0.02"]));
+        let c = prometheus_check("errors", &url, "sum(rate(x[5m]))", "<", 0.05);
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        let url = serve("200 OK", &vector(&["0.01", "0.2"]));
+        let c = prometheus_check("errors", &url, "x", "<", 0.05);
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.detail.contains("0.2"), "{c:?}");
+        let url = serve("200 OK", &vector(&[]));
+        assert_eq!(
+            prometheus_check("errors", &url, "x", "<", 0.05).verdict,
+            Verdict::Inconclusive
+        );
+        let url = serve(
+            "400 Bad Request",
+            "{\"status\":\"error\",\"error\":\"parse error\"}",
+        );
+        let c = prometheus_check("errors", &url, "x(", "<", 0.05);
+        assert_eq!(c.verdict, Verdict::Inconclusive);
+        assert!(c.detail.contains("400"), "{c:?}");
+    }
+
+    #[test]
+    fn prometheus_unreachable_is_inconclusive() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let c = prometheus_check("errors", &url, "x", "<", 1.0);
+        assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
+        let c = prometheus_check("errors", "https://prom", "x", "<", 1.0);
+        assert!(c.detail.contains("http://"), "{c:?}");
+    }
+
+    #[test]
+    fn fail_wins_over_inconclusive() {
+        let p = check("a", Verdict::Pass, "");
+        let i = check("b", Verdict::Inconclusive, "");
+        let f = check("c", Verdict::Fail, "");
+        assert_eq!(verdict_of(&[p.clone()]), Verdict::Pass);
+        assert_eq!(verdict_of(&[p.clone(), i.clone()]), Verdict::Inconclusive);
+        assert_eq!(verdict_of(&[i, f, p]), Verdict::Fail);
+    }
+
+    #[test]
+    fn soak_counts_from_the_canary_end() {
+        let mut config = Config::default();
+        config.gate.min_soak_secs = 3600;
+        let mut record = Record::new("pkg", "1.0-1", "1.0", "abc");
+        let (c, _) = soak(&config, &record);
+        assert_eq!(c.verdict, Verdict::Fail);
+        let ago = (chrono::Utc::now() - chrono::Duration::seconds(600))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        record
+            .steps
+            .push(ledger::Step::done(StepKind::Canary, &ago, &ago, ""));
+        let (c, left) = soak(&config, &record);
+        assert_eq!(c.verdict, Verdict::Inconclusive);
+        assert!((2990..=3000).contains(&left), "{left}");
+        config.gate.min_soak_secs = 60;
+        assert_eq!(soak(&config, &record).0.verdict, Verdict::Pass);
+    }
+}
