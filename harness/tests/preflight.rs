@@ -1,0 +1,146 @@
+//! Bad input meets the CLI as a user would run it: each case gets a message
+//! that names the file, key or tag and says how to fix it, and the
+//! repository is left exactly as it was. Preflight runs before anything
+//! changes, so none of these starts a container.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `release --dry-run` on `repo`; returns (exit code, stderr).
+fn release(repo: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+        .args(["release", "--dry-run", "--project"])
+        .arg(repo)
+        .args(extra)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Applies `change` to a fresh fixture, commits it (unless `commit` is
+/// false), runs the release and checks that it failed with `expected` in
+/// its message and changed nothing.
+fn refused(change: impl FnOnce(&Path), commit: bool, extra: &[&str], expected: &[&str]) {
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    change(&repo);
+    if commit {
+        support::git(&repo, &["add", "-A"]);
+        support::git(&repo, &["commit", "-q", "-m", "Change for the test"]);
+    }
+    let before = support::repo_state(&repo);
+    let (code, stderr) = release(&repo, extra);
+    assert_eq!(code, 1, "expected a refusal:\n{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "missing `{e}` in:\n{stderr}");
+    }
+    assert_eq!(
+        support::repo_state(&repo),
+        before,
+        "a refused release changed the repository"
+    );
+}
+
+#[test]
+fn a_dirty_tree_is_refused() {
+    refused(
+        |r| std::fs::write(r.join("README.md"), "edited\n").unwrap(),
+        false,
+        &[],
+        &["uncommitted changes", "README.md", "commit or stash them"],
+    );
+}
+
+#[test]
+fn a_taken_tag_is_refused() {
+    refused(
+        |r| {
+            support::git(r, &["tag", "0.2.0"]);
+        },
+        false,
+        &["--version", "0.2.0"],
+        &["0.2.0", "not greater"],
+    );
+}
+
+#[test]
+fn a_version_not_greater_than_the_previous_is_refused() {
+    refused(
+        |_| {},
+        false,
+        &["--version", "0.0.9"],
+        &["0.0.9 is not greater than the previous release 0.1.0"],
+    );
+}
+
+#[test]
+fn a_malformed_version_file_is_refused() {
+    refused(
+        |r| std::fs::write(r.join("minideploy/version.py"), "VERSION = 'oops'\n").unwrap(),
+        true,
+        &[],
+        &["minideploy/version.py", "__version__ = \"{version}\""],
+    );
+}
+
+#[test]
+fn a_malformed_changelog_is_refused() {
+    refused(
+        |r| std::fs::write(r.join("debian/changelog"), "this is not a changelog\n").unwrap(),
+        true,
+        &[],
+        &["debian/changelog", "cannot parse"],
+    );
+}
+
+#[test]
+fn a_project_without_debian_directory_is_refused() {
+    refused(
+        |r| std::fs::remove_dir_all(r.join("debian")).unwrap(),
+        true,
+        &[],
+        &["no debian/ directory", "build.builder"],
+    );
+}
+
+#[test]
+fn a_bad_release_toml_names_file_key_and_line() {
+    refused(
+        |r| {
+            let path = r.join("release.toml");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str("\n[fleet]\ncanaries = \"two\"\n");
+            std::fs::write(path, text).unwrap();
+        },
+        true,
+        &[],
+        &["release.toml:", "invalid type"],
+    );
+}
+
+#[test]
+fn a_missing_release_toml_says_how_to_start_one() {
+    refused(
+        |r| std::fs::remove_file(r.join("release.toml")).unwrap(),
+        true,
+        &[],
+        &["no release.toml in", "fix: create"],
+    );
+}
+
+#[test]
+fn the_wrong_branch_is_refused() {
+    refused(
+        |r| {
+            support::git(r, &["switch", "-q", "-c", "feature"]);
+        },
+        false,
+        &[],
+        &["branch `feature`", "git switch main"],
+    );
+}
