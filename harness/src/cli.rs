@@ -64,6 +64,22 @@ pub enum Command {
     Release(ReleaseArgs),
     /// Remove containers and networks that killed runs left behind.
     Sweep(SweepArgs),
+    /// Measure fleet start, install and deploy against plain `docker run`,
+    /// and a warm verify; prints figures and ratios, asserts nothing.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// App-host counts to measure (repeatable); default: 4 and 30.
+    #[arg(long = "apps", value_name = "N")]
+    pub apps: Vec<usize>,
+    /// Skip the warm verify of the default suite.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +263,25 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                         eprintln!("error: {v}");
                         return exit::VERIFY_FAILED;
                     }
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+        Command::Bench(args) => {
+            let opts = crate::bench::BenchOptions {
+                app_counts: if args.apps.is_empty() {
+                    vec![4, 30]
+                } else {
+                    args.apps.clone()
+                },
+                verify: !args.no_verify,
+                json: args.json,
+            };
+            match crate::bench::run(&opts, &progress).await {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    progress.finish_step(false);
                     eprintln!("error: {e:#}");
                     exit::ERROR
                 }
