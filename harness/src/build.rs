@@ -838,10 +838,19 @@ mod tests {
              [package.metadata.deb]\nmaintainer = \"Release Harness Tests <tests@example.org>\"\n\
              copyright = \"2024 Release Harness Tests\"\n\
              extended-description = \"It prints one line so there is something to package.\"\n\
+             changelog = \"debian/changelog\"\n\
              [workspace]\n",
         )
         .unwrap();
         std::fs::write(p.join("src/main.rs"), "fn main() { println!(\"hi\"); }\n").unwrap();
+        // Without a changelog lintian fails a non-native package (no-changelog).
+        std::fs::create_dir_all(p.join("debian")).unwrap();
+        std::fs::write(
+            p.join("debian/changelog"),
+            "rh-rusty (0.3.1-1) unstable; urgency=medium\n\n  * Test release.\n\n \
+             -- Release Harness Tests <tests@example.org>  Mon, 01 Jan 2024 00:00:00 +0000\n",
+        )
+        .unwrap();
         std::fs::write(
             p.join("release.toml"),
             "[package]\nname = \"rh-rusty\"\n[build]\nbuilder = \"cargo-deb\"\n",
@@ -874,5 +883,6 @@ mod tests {
         assert_eq!(sums, format!("{actual}  {name}\n"));
         assert!(built.changes.is_none());
         assert!(built.log.exists());
+        eprintln!("lintian warnings: {:#?}", built.lintian_warnings);
     }
 }
