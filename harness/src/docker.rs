@@ -60,6 +60,18 @@ pub fn run_labels(run_id: &str) -> HashMap<String, String> {
     ])
 }
 
+/// Owner of a fleet kept for debugging (`--keep`): it outlives its process,
+/// so the sweep leaves it alone; `sweep --run ID` removes it.
+pub const KEPT: &str = "kept";
+
+/// Labels for a fleet that is kept after the run ends.
+pub fn kept_labels(run_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_RUN.to_string(), run_id.to_string()),
+        (LABEL_OWNER.to_string(), KEPT.to_string()),
+    ])
+}
+
 /// What a command run in a container left.
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
@@ -178,11 +190,19 @@ pub async fn put_files(
 
 /// Creates a user-defined network carrying the run's labels.
 pub async fn create_network(docker: &Docker, name: &str, run_id: &str) -> Result<()> {
+    create_network_labelled(docker, name, run_labels(run_id)).await
+}
+
+pub async fn create_network_labelled(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<()> {
     docker
         .create_network(bollard::models::NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            labels: Some(run_labels(run_id)),
+            labels: Some(labels),
             ..Default::default()
         })
         .await
@@ -206,7 +226,10 @@ pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
             return false;
         };
         let (h, pid) = owner.split_once(':').unwrap_or((owner, ""));
-        h == host && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        // Kept fleets and other machines' runs are not ours to judge.
+        h == host
+            && pid.parse::<u32>().is_ok()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     };
     let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
     let mut stale_runs = std::collections::BTreeSet::new();

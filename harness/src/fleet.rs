@@ -90,7 +90,12 @@ impl Fleet {
             format!("rh-{run_id}-{slot}")
         };
         let network = prefix.clone();
-        docker::create_network(docker, &network, run_id).await?;
+        let labels = if keep {
+            docker::kept_labels(run_id)
+        } else {
+            docker::run_labels(run_id)
+        };
+        docker::create_network_labelled(docker, &network, labels.clone()).await?;
         let mut fleet = Fleet {
             docker: docker.clone(),
             run_id: run_id.to_string(),
@@ -100,7 +105,7 @@ impl Fleet {
             containers: Vec::new(),
             keep: false,
         };
-        match fleet.bring_up(image, progress).await {
+        match fleet.bring_up(image, labels, progress).await {
             Ok(()) => {
                 fleet.keep = keep;
                 Ok(fleet)
@@ -112,10 +117,14 @@ impl Fleet {
         }
     }
 
-    async fn bring_up(&mut self, image: &str, progress: &Progress) -> Result<()> {
+    async fn bring_up(
+        &mut self,
+        image: &str,
+        labels: HashMap<String, String>,
+        progress: &Progress,
+    ) -> Result<()> {
         let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
         let started = Instant::now();
-        let labels = docker::run_labels(&self.run_id);
         let requests = self.hosts.iter().map(|h| {
             GenericImage::new(repo, tag)
                 .with_container_name(&h.container)
