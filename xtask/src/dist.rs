@@ -1,0 +1,111 @@
+//! `cargo xtask dist`: the harness CLI as a Debian package (cargo-deb, with
+//! `[package.metadata.deb]` of harness/Cargo.toml) in `target/dist/`, beside
+//! its `SHA256SUMS` and build log. It is the harness's own cargo-deb builder
+//! (`harness::build`) pointed at the harness crate, so the harness ships with
+//! the code path it offers to Rust projects.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use harness::config::Config;
+
+const USAGE: &str = "\
+Package the harness CLI as a .deb with cargo-deb.
+
+Usage: cargo xtask dist [--out DIR] [--lintian]
+
+Options:
+      --out DIR   Where the .deb, SHA256SUMS and build.log go [default: target/dist]
+      --lintian   Check the package with lintian in a container (needs a Docker engine)
+  -h, --help      Print help
+
+Needs cargo-deb: cargo install cargo-deb --locked";
+
+/// The build settings of the harness's own package, in release.toml's terms.
+/// A cold release build on two cores takes several minutes.
+const DIST_CONFIG: &str = r#"
+[package]
+name = "release-harness"
+[build]
+builder = "cargo-deb"
+lintian = false
+timeout_secs = 3600
+"#;
+
+pub fn main(args: &[String]) -> i32 {
+    let mut out = workspace_root().join("target/dist");
+    let mut lintian = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => match args.next() {
+                Some(dir) => out = PathBuf::from(dir),
+                None => return usage_error("--out needs a directory"),
+            },
+            "--lintian" => lintian = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            other => return usage_error(&format!("unexpected argument `{other}`")),
+        }
+    }
+    match dist(&out, lintian) {
+        Ok(deb) => {
+            println!("{}", deb.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn usage_error(message: &str) -> i32 {
+    eprintln!("error: {message}\n\n{USAGE}");
+    2
+}
+
+/// Builds the package into `out` and returns the .deb's path.
+pub fn dist(out: &Path, lintian: bool) -> Result<PathBuf> {
+    let cargo_deb = std::process::Command::new("cargo")
+        .args(["deb", "--version"])
+        .output();
+    if !cargo_deb.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "cargo-deb is not installed, and `cargo xtask dist` runs it.\n  fix: cargo install \
+             cargo-deb --locked"
+        );
+    }
+    let mut config = Config::parse(DIST_CONFIG, Path::new("xtask/src/dist.rs"))?;
+    config.build.lintian = lintian;
+    let crate_dir = workspace_root().join("harness");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let built = runtime.block_on(async {
+        // Only lintian talks to the engine: connect lazily, so a machine
+        // without Docker can still package the harness.
+        let docker = if lintian {
+            harness::docker::connect().await?
+        } else {
+            bollard::Docker::connect_with_defaults()
+                .context("setting up the Docker client (DOCKER_HOST?)")?
+        };
+        let say = |line: &str| eprintln!("  {line}");
+        harness::build::build(&docker, &config, &crate_dir, out, &say).await
+    })?;
+    for warning in &built.lintian_warnings {
+        eprintln!("lintian: {warning}");
+    }
+    Ok(built.deb().to_path_buf())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
