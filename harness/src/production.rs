@@ -320,9 +320,18 @@ async fn promote_locked(
         Verdict::Inconclusive => Outcome::Soaking,
         Verdict::Fail => Outcome::Blocked,
     };
+    let takeover = lock.took_over.as_ref().map(|old| {
+        format!(
+            "took the production lock over from the {} by {} (since {})",
+            old.operation,
+            old.by.describe(),
+            old.since
+        )
+    });
     ledger.finish_step(tag, index, outcome, |s| {
         s.checks = gate.checks.clone();
         s.reason = forced.then(|| reason.unwrap_or_default().to_string());
+        s.message = takeover.clone().unwrap_or_default();
     })?;
     progress.finish_step(verdict == Verdict::Pass || forced);
     for c in &gate.checks {
@@ -371,19 +380,19 @@ async fn promote_locked(
         }
     }
 
-    // Resume the promote that is under way, or plan a new one.
+    // Resume the promote that is under way; continue one that stopped on
+    // failed hosts with the same batches; or plan a new one.
     let record = ledger
         .record(tag)?
         .context("the ledger lost the release record")?;
-    let (promote_index, batches) = match record
+    let last_promote = record
         .steps
         .iter()
         .enumerate()
         .rev()
-        .find(|(_, s)| s.kind == StepKind::Promote)
-        .filter(|(_, s)| !s.finished())
-    {
-        Some((i, s)) => {
+        .find(|(_, s)| s.kind == StepKind::Promote);
+    let (promote_index, batches) = match last_promote {
+        Some((i, s)) if !s.finished() => {
             progress.note(&format!(
                 "resuming the promote started {} by {}",
                 s.started_at,
@@ -391,32 +400,37 @@ async fn promote_locked(
             ));
             (i, s.batches.clone())
         }
-        None => {
-            let canaries: BTreeSet<String> = record
-                .last(StepKind::Canary)
-                .map(|s| s.hosts.iter().cloned().collect())
-                .unwrap_or_default();
-            let hosts: Vec<String> = rollout::resolve(config, &config.rollout.fleet)
-                .await?
-                .into_iter()
-                .filter(|h| !canaries.contains(h))
-                .collect();
-            let batches: Vec<Vec<String>> = hosts
-                .chunks(config.rollout.batch_size)
-                .map(|c| c.to_vec())
-                .collect();
+        _ => {
+            let batches = match last_promote {
+                Some((_, s)) if s.outcome == Some(Outcome::Failed) => {
+                    progress.note(&format!(
+                        "continuing the promote that stopped {} ({})",
+                        s.finished_at.as_deref().unwrap_or(""),
+                        s.message
+                    ));
+                    s.batches.clone()
+                }
+                _ => {
+                    let canaries: BTreeSet<String> = record
+                        .last(StepKind::Canary)
+                        .map(|s| s.hosts.iter().cloned().collect())
+                        .unwrap_or_default();
+                    let hosts: Vec<String> = rollout::resolve(config, &config.rollout.fleet)
+                        .await?
+                        .into_iter()
+                        .filter(|h| !canaries.contains(h))
+                        .collect();
+                    hosts
+                        .chunks(config.rollout.batch_size)
+                        .map(|c| c.to_vec())
+                        .collect()
+                }
+            };
             let mut step = Step::start(StepKind::Promote);
             step.batches = batches.clone();
-            step.hosts = hosts;
+            step.hosts = batches.concat();
             step.version = Some(version.clone());
             step.reason = forced.then(|| reason.unwrap_or_default().to_string());
-            if let Some(old) = &lock.took_over {
-                step.message = format!(
-                    "took the production lock over from the {} by {}",
-                    old.operation,
-                    old.by.describe()
-                );
-            }
             (ledger.start_step(tag, step)?, batches)
         }
     };
@@ -429,9 +443,14 @@ async fn promote_locked(
         let record = ledger
             .record(tag)?
             .context("the ledger lost the release record")?;
-        let done = record.steps[promote_index..]
+        let since_canary = record
+            .steps
             .iter()
-            .find(|s| s.kind == StepKind::Batch && s.batch == Some(number) && s.ok());
+            .rposition(|s| s.kind == StepKind::Canary)
+            .unwrap_or(0);
+        let done = record.steps[since_canary..].iter().find(|s| {
+            s.kind == StepKind::Batch && s.batch == Some(number) && s.hosts == *hosts && s.ok()
+        });
         if let Some(done) = done {
             progress.note(&format!(
                 "batch {number}/{} ({}) done {}: not redone",
