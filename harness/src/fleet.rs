@@ -148,7 +148,6 @@ impl Fleet {
             self.hosts.len(),
             started.elapsed().as_secs_f64()
         ));
-        self.write_hosts_files().await?;
         self.prepare_hosts().await?;
         self.exchange_keys().await?;
         progress.info(&format!(
@@ -330,20 +329,20 @@ impl Fleet {
         }
     }
 
-    /// Every host resolves every other by its short name. Docker's DNS
+    /// Every host resolves every other by its short name: Docker's DNS
     /// resolves container names, not host names, so the fleet writes
     /// /etc/hosts itself.
-    async fn write_hosts_files(&self) -> Result<()> {
+    async fn hosts_lines(&self) -> Result<String> {
+        let inspections = join_all(self.hosts.iter().map(|h| {
+            self.docker.inspect_container(
+                &h.container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+        }))
+        .await;
         let mut lines = String::new();
-        for h in &self.hosts {
-            let info = self
-                .docker
-                .inspect_container(
-                    &h.container,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await?;
-            let ip = info
+        for (h, info) in self.hosts.iter().zip(inspections) {
+            let ip = info?
                 .network_settings
                 .and_then(|n| n.networks)
                 .and_then(|n| n.get(&self.network).cloned())
@@ -352,47 +351,39 @@ impl Fleet {
                 .with_context(|| format!("host {} has no address on {}", h.name, self.network))?;
             lines.push_str(&format!("{ip}\t{}\n", h.name));
         }
-        let script = format!("cat >> /etc/hosts <<'EOF'\n{lines}EOF");
-        self.run_on(&self.select(Hosts::All), None, &script).await
+        Ok(lines)
     }
 
-    /// Users, directories, the apt source, the HTTP server, the deployment
-    /// repository, and the files and commands from release.toml.
+    /// Users, directories, the apt source, keys, the HTTP server, the
+    /// deployment repository, and the files and commands from release.toml.
+    /// Few round trips per host, all hosts at once: start-up cost is what a
+    /// verify pays five times.
     async fn prepare_hosts(&self) -> Result<()> {
         let c = &self.config;
         let user = self.user();
         let deploy = self.deploy_host();
         let port = c.fleet.http_port;
-        // Only the fleet's own repository: targets never reach a mirror, so
-        // what they install is what was built.
-        let common = format!(
-            "set -e\n\
-             id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
-             mkdir -p /srv/deployment && chown {user}: /srv/deployment\n\
-             chmod 1777 /var/lock\n\
-             rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n\
-             echo 'deb [trusted=yes] http://{}:{port}/apt ./' > /etc/apt/sources.list.d/release-harness.list\n",
-            deploy.name
-        );
-        self.run_on(&self.select(Hosts::All), None, &common).await?;
-
         let repo_dir = c.render(&c.sync.repo_dir, &[]);
         let key = c.render(&c.fleet.ssh_key_path, &[]);
-        let deploy_script = format!(
-            "set -e\n\
-             mkdir -p {APT_DIR} && touch {APT_DIR}/Packages\n\
-             (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
-             su {user} -c 'set -e; mkdir -p \"$(dirname {key})\"; ssh-keygen -q -t ed25519 -N \"\" -f {key}; \
-             git config --global user.name \"Release Harness\"; git config --global user.email release-harness@localhost; \
-             mkdir -p {repo_dir}; cd {repo_dir}; git init -q -b main; echo initial > CONTENT; \
-             git add -A; git commit -q -m \"Initial content\"'\n\
-             for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
-        );
-        self.run(deploy, None, &deploy_script).await?;
+        let hosts_lines = self.hosts_lines().await?;
 
-        // Files from release.toml, templated, then owned as asked.
-        let mut per_host: HashMap<String, Vec<(String, Vec<u8>, u32)>> = HashMap::new();
-        let mut chowns: HashMap<String, Vec<String>> = HashMap::new();
+        // The deploy user's key first: every target needs its public half.
+        let public = self
+            .run(
+                deploy,
+                None,
+                &format!(
+                    "set -e\n\
+                     id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
+                     su {user} -c 'mkdir -p \"$(dirname {key})\" && ssh-keygen -q -t ed25519 -N \"\" -f {key}'\n\
+                     cat {key}.pub"
+                ),
+            )
+            .await?;
+
+        // Files from release.toml, templated.
+        let mut per_host: HashMap<&str, Vec<(String, Vec<u8>, u32)>> = HashMap::new();
+        let mut owned: HashMap<&str, Vec<String>> = HashMap::new();
         for f in &c.fleet.files {
             let path = c.render(&f.path, &[]);
             let mode =
@@ -408,38 +399,76 @@ impl Fleet {
                 content.push('\n');
             }
             for h in self.select(f.hosts) {
-                per_host.entry(h.container.clone()).or_default().push((
+                per_host.entry(&h.container).or_default().push((
                     path.clone(),
                     content.clone().into_bytes(),
                     mode,
                 ));
-                if f.owner == "user" || path.starts_with(&format!("{repo_dir}/")) {
-                    chowns
-                        .entry(h.container.clone())
-                        .or_default()
-                        .push(path.clone());
+                if f.owner == "user" {
+                    owned.entry(&h.container).or_default().push(path.clone());
                 }
             }
         }
-        for (container, files) in &per_host {
-            docker::put_files(&self.docker, container, files).await?;
-        }
-        for h in &self.hosts {
-            if let Some(paths) = chowns.get(&h.container) {
-                self.run(h, None, &format!("chown {user}: {}", paths.join(" ")))
-                    .await?;
+
+        // Only the fleet's own apt repository: hosts never reach a mirror, so
+        // what they install is what was built.
+        let common = format!(
+            "set -e\n\
+             cat >> /etc/hosts <<'EOF'\n{hosts_lines}EOF\n\
+             id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
+             mkdir -p /srv/deployment && chown {user}: /srv/deployment\n\
+             chmod 1777 /var/lock\n\
+             rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n\
+             echo 'deb [trusted=yes] http://{}:{port}/apt ./' > /etc/apt/sources.list.d/release-harness.list\n",
+            deploy.name
+        );
+        let authorize = format!(
+            "install -d -m 700 -o {user} -g {user} /home/{user}/.ssh\n\
+             echo '{}' > /home/{user}/.ssh/authorized_keys\n\
+             chown {user}: /home/{user}/.ssh/authorized_keys\n\
+             chmod 600 /home/{user}/.ssh/authorized_keys\n",
+            public.trim()
+        );
+        let per_host_setup = self.hosts.iter().map(|h| {
+            let files = per_host.remove(h.container.as_str()).unwrap_or_default();
+            let mut script = common.clone();
+            if h.role != Role::Deploy {
+                script.push_str(&authorize);
             }
-        }
-        // Directories tar made inside the repository belong to the user too.
+            if let Some(paths) = owned.get(h.container.as_str()) {
+                script.push_str(&format!("chown {user}: {}\n", paths.join(" ")));
+            }
+            async move {
+                if !files.is_empty() {
+                    docker::put_files(&self.docker, &h.container, &files).await?;
+                }
+                self.run(h, None, &script).await
+            }
+        });
+        let per_host_setup: Vec<_> = per_host_setup.collect();
+        join_all(per_host_setup)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+
+        // The deployment repository (holding any files release.toml put in
+        // it), owned by the user who deploys, and the HTTP server for /srv.
         self.run(
             deploy,
             None,
             &format!(
-                "chown -R {user}: {repo_dir} && su {user} -c 'cd {repo_dir} && git add -A && \
-                 (git diff --cached --quiet || git commit -q -m \"Deployment configuration\")'"
+                "set -e\n\
+                 mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
+                 chown -R {user}: {repo_dir}\n\
+                 (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
+                 su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
+                 git config --global user.email release-harness@localhost; cd {repo_dir}; \
+                 git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
+                 for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
             ),
         )
         .await?;
+
         for cmd in &c.fleet.setup {
             let script = c.render(&cmd.command, &[]);
             let hosts = self.select(cmd.hosts);
@@ -450,23 +479,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// The deploy user's key into every target's authorized_keys; every
-    /// target's host key into the deploy host's known hosts, by short name.
-    /// A host counts as ready when its sshd answers the key scan.
+    /// Every target's host key into the deploy host's known hosts, by short
+    /// name. A host counts as ready when its sshd answers the key scan.
     async fn exchange_keys(&self) -> Result<()> {
-        let c = &self.config;
-        let user = self.user();
         let deploy = self.deploy_host();
-        let key = c.render(&c.fleet.ssh_key_path, &[]);
-        let public = self.run(deploy, None, &format!("cat {key}.pub")).await?;
         let targets = self.select(Hosts::Targets);
-        let auth = format!(
-            "set -e; install -d -m 700 -o {user} -g {user} /home/{user}/.ssh; \
-             echo '{}' > /home/{user}/.ssh/authorized_keys; \
-             chown {user}: /home/{user}/.ssh/authorized_keys; chmod 600 /home/{user}/.ssh/authorized_keys",
-            public.trim()
-        );
-        self.run_on(&targets, None, &auth).await?;
         let names: Vec<&str> = targets.iter().map(|h| h.name.as_str()).collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
