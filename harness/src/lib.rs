@@ -2,6 +2,7 @@
 //! rollout behind a soak gate, promote, rollback and status.
 //! `cli` is the entry point; each other module owns one step of the flow.
 
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod config;
