@@ -20,6 +20,11 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Verify ran and a scenario failed: nothing reached production.
     pub const VERIFY_FAILED: i32 = 3;
+    /// promote: the gate is inconclusive (soak not over, a check without an
+    /// answer) or `--max-batches` stopped it: run promote again later.
+    pub const SOAKING: i32 = 10;
+    /// promote: a gate check failed; nothing beyond the canaries changed.
+    pub const BLOCKED: i32 = 11;
     /// Interrupted (Ctrl-C); everything the run made was removed.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -62,6 +67,13 @@ pub enum Command {
     /// Bump the version, build the .deb, verify it on a throw-away fleet, then
     /// roll it out to the canaries.
     Release(ReleaseArgs),
+    /// After the soak: check the gate, then roll the release out to the rest
+    /// of the fleet in batches (exit 0 promoted, 10 not yet, 11 blocked).
+    Promote(PromoteArgs),
+    /// Downgrade every host a release reached, through the same rollout tool.
+    Rollback(RollbackArgs),
+    /// Every release in the ledger: its timeline, lead time, soak, last gate.
+    Status(StatusArgs),
     /// Remove containers and networks that killed runs left behind.
     Sweep(SweepArgs),
     /// Measure fleet start, install and deploy against plain `docker run`,
@@ -104,6 +116,55 @@ pub struct ReleaseArgs {
     #[arg(long = "scenario", value_enum, value_name = "NAME")]
     pub scenarios: Vec<ScenarioArg>,
     /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// The release tag; default: the newest release waiting on the canaries.
+    #[arg(long, value_name = "TAG")]
+    pub release: Option<String>,
+    /// Go on whatever the gate says (emergencies only); needs --reason.
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why the gate is overridden; recorded in the ledger.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Take the production lock from its holder (a job known to be dead).
+    #[arg(long)]
+    pub break_lock: bool,
+    /// The CI artifact: its sha256 must be the verified one too.
+    #[arg(long, value_name = "FILE")]
+    pub deb: Option<PathBuf>,
+    /// Roll out at most N batches now; the next promote goes on.
+    #[arg(long, value_name = "N")]
+    pub max_batches: Option<usize>,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The release to take back; default: the newest one in production.
+    #[arg(long, value_name = "TAG")]
+    pub release: Option<String>,
+    /// The Debian version to go back to; default: what the canaries ran
+    /// before the release.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Why; recorded in the ledger.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Take the production lock from its holder (a job known to be dead).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the releases as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -152,7 +213,12 @@ pub fn main() -> i32 {
 /// neither --project nor --fixture is given.
 pub fn main_with_default_fixture() -> i32 {
     let mut cli = Cli::parse();
-    if cli.project.is_none() && cli.fixture.is_none() {
+    // Only `release` can run on a fixture; the ledger commands read a project.
+    let on_project = matches!(
+        cli.command,
+        Command::Promote(_) | Command::Rollback(_) | Command::Status(_)
+    );
+    if cli.project.is_none() && cli.fixture.is_none() && !on_project {
         cli.fixture = Some("minideploy".into());
     }
     run(cli)
@@ -287,6 +353,128 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                 }
             }
         }
+        Command::Promote(ref args) => {
+            let options = crate::production::PromoteOptions {
+                release: args.release.clone(),
+                force: args.force,
+                reason: args.reason.clone(),
+                break_lock: args.break_lock,
+                deb: args.deb.clone(),
+                max_batches: args.max_batches,
+            };
+            let result = async {
+                let (repo, config) = ledger_project(&cli)?;
+                crate::production::promote(&repo, &config, &options, &progress).await
+            }
+            .await;
+            progress.finish_step(result.is_ok());
+            use crate::production::PromoteOutcome;
+            match result {
+                Ok(outcome) => {
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                        );
+                    }
+                    match outcome {
+                        PromoteOutcome::Promoted {
+                            tag,
+                            version,
+                            hosts,
+                        } => {
+                            eprintln!("promoted {tag} ({version}) to {hosts} hosts");
+                            exit::OK
+                        }
+                        PromoteOutcome::Partial { done, total } => {
+                            eprintln!(
+                                "{done} of {total} batches done (--max-batches); run promote \
+                                 again to go on"
+                            );
+                            exit::SOAKING
+                        }
+                        PromoteOutcome::Soaking(gate) => {
+                            eprintln!("{}not yet: run promote again later", gate.summary());
+                            exit::SOAKING
+                        }
+                        PromoteOutcome::Blocked {
+                            gate,
+                            rolled_back_to,
+                        } => {
+                            eprintln!(
+                                "{}blocked: nothing beyond the canaries changed",
+                                gate.summary()
+                            );
+                            if let Some(v) = rolled_back_to {
+                                eprintln!(
+                                    "the canaries were rolled back to {v} (gate.rollback_on_fail)"
+                                );
+                            }
+                            eprintln!(
+                                "to override in an emergency: promote --force --reason \"...\""
+                            );
+                            exit::BLOCKED
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+        Command::Rollback(ref args) => {
+            let options = crate::production::RollbackOptions {
+                release: args.release.clone(),
+                to: args.to.clone(),
+                reason: args.reason.clone(),
+                break_lock: args.break_lock,
+            };
+            let result = async {
+                let (repo, config) = ledger_project(&cli)?;
+                crate::production::rollback(&repo, &config, &options, &progress).await
+            }
+            .await;
+            progress.finish_step(result.is_ok());
+            match result {
+                Ok(hosts) => {
+                    eprintln!(
+                        "rolled back {} hosts to {}",
+                        hosts.len(),
+                        hosts
+                            .first()
+                            .and_then(|h| h.installed.clone())
+                            .unwrap_or_default()
+                    );
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+        Command::Status(ref args) => {
+            let result = ledger_project(&cli)
+                .and_then(|(repo, config)| crate::production::status(&repo, &config));
+            match result {
+                Ok(releases) => {
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&releases).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", crate::production::render_status(&releases));
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
         Command::Sweep(args) => {
             let result = async {
                 let docker = crate::docker::connect().await?;
@@ -309,6 +497,23 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
             }
         }
     }
+}
+
+/// The project whose ledger promote, rollback and status read.
+fn ledger_project(cli: &Cli) -> anyhow::Result<(crate::git::Repo, crate::config::Config)> {
+    if cli.fixture.is_some() {
+        anyhow::bail!(
+            "--fixture only applies to `release`; promote, rollback and status read the ledger \
+             of a project checkout: pass --project DIR"
+        );
+    }
+    let project = match &cli.project {
+        Some(p) => p.clone(),
+        None => std::env::current_dir()?,
+    };
+    let config = crate::config::Config::load(&project)?;
+    let repo = crate::git::Repo::open(&project)?;
+    Ok((repo, config))
 }
 
 async fn clean_up(cleanup: &Arc<Mutex<Cleanup>>) {

@@ -199,7 +199,8 @@ pub struct PromoteOptions {
     pub max_batches: Option<usize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum PromoteOutcome {
     Promoted {
         tag: String,

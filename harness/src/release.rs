@@ -153,6 +153,7 @@ pub async fn release(
         cleanup.lock().unwrap().release_commit =
             Some((work.clone(), head_before, bumped.tag.clone()));
     }
+    let tagged_at = crate::ledger::now();
     progress.info(&format!(
         "commit {} `Release {}`, tag {}",
         &bumped.commit[..10.min(bumped.commit.len())],
@@ -182,6 +183,7 @@ pub async fn release(
         &progress.reporter(),
     )
     .await?;
+    let built_at = crate::ledger::now();
     let new = Deb {
         path: built.deb().to_path_buf(),
         version: bumped.debian_version.clone(),
@@ -249,17 +251,37 @@ pub async fn release(
         .into());
     }
 
-    let canary_plan = canary_plan(&config, &bumped.debian_version);
+    let verified_at = crate::ledger::now();
+    let canary_plan: Vec<String> = crate::rollout::describe(
+        &config,
+        &config.rollout.canaries,
+        &bumped.debian_version,
+        false,
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect();
     if opts.dry_run {
         eprintln!("dry run: nothing pushed, no production call. The canary step would run:");
         for line in &canary_plan {
             eprintln!("  {line}");
         }
     } else {
-        bail!(
-            "the production canary rollout is not available in this build; \
-             run with --dry-run (the release commit and tag were undone)"
-        );
+        // From here production changes: the release commit and tag stay,
+        // whatever happens; the ledger hangs on the tag.
+        cleanup.lock().unwrap().release_commit = None;
+        let facts = crate::production::ReleaseFacts {
+            tag: bumped.tag.clone(),
+            version: bumped.debian_version.clone(),
+            commit: bumped.commit.clone(),
+            deb: new.path.clone(),
+            deb_sha256: sha_of(&built, &new.path),
+            verify_digest: report.digest(),
+            tagged_at,
+            built_at,
+            verified_at,
+        };
+        crate::production::canary(&work, &config, &facts, false, progress).await?;
     }
     // Released: nothing to undo any more.
     cleanup.lock().unwrap().release_commit = None;
@@ -459,36 +481,4 @@ fn write_reports(report: &VerifyReport, dir: &Path) -> Result<PathBuf> {
     std::fs::write(dir.join("verify.json"), report.to_json())?;
     std::fs::write(dir.join("verify.txt"), report.summary())?;
     Ok(junit)
-}
-
-/// The commands the canary step runs, for the dry run to show.
-pub fn canary_plan(config: &Config, version: &str) -> Vec<String> {
-    let r = &config.rollout;
-    let pkg = config.package_name();
-    match r.tool {
-        crate::config::RolloutTool::Debdeploy => {
-            let target = if let Some(alias) = r.canaries.strip_prefix("A:") {
-                format!("-s {alias}")
-            } else {
-                format!("-Q '{}'", r.canaries)
-            };
-            vec![
-                format!("debdeploy deploy -u {pkg}_{version}.yaml {target}"),
-                format!(
-                    "cumin --force --no-progress -o txt '{}' \"dpkg-query -W -f='${{Version}}' {pkg}\"",
-                    r.canaries
-                ),
-            ]
-        }
-        crate::config::RolloutTool::Cumin => vec![
-            format!(
-                "cumin --force -b {} '{}' 'apt-get -q update && apt-get -q -y -o DPkg::Options::=--force-confold install {pkg}={version}'",
-                r.batch_size, r.canaries
-            ),
-            format!(
-                "cumin --force --no-progress -o txt '{}' \"dpkg-query -W -f='${{Version}}' {pkg}\"",
-                r.canaries
-            ),
-        ],
-    }
 }
