@@ -462,7 +462,14 @@ impl Ledger {
     /// The object notes attach to: the tag itself (the tag object of an
     /// annotated tag).
     fn tag_object(&self, tag: &str) -> Result<String> {
-        self.git(&["rev-parse", "--verify", &format!("refs/tags/{tag}")])
+        let name = format!("refs/tags/{tag}");
+        if self.local_ref(&name)?.is_none() {
+            // Another runner made the release: its tag is on the remote.
+            if let Some(remote) = &self.remote {
+                let _ = self.git(&["fetch", "--quiet", remote, &format!("{name}:{name}")]);
+            }
+        }
+        self.git(&["rev-parse", "--verify", &name])
             .with_context(|| {
                 format!(
                     "{}: no tag {tag}; the ledger keeps its records on release tags (fetch the \

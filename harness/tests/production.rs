@@ -778,3 +778,45 @@ async fn cumin_tool_names_a_failed_host_and_promote_goes_on_from_there() {
     )
     .await;
 }
+
+/// The subcommands as a CI job runs them, on a project whose ledger is
+/// empty: no Docker needed, nothing reaches a host.
+#[test]
+fn cli_exit_codes_on_an_empty_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = harness::fixture::materialize("minideploy", dir.path()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_release-harness"))
+            .args(args)
+            .arg("--project")
+            .arg(&path)
+            .env("CI", "true")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("has no release yet"), "{stdout}");
+    let (code, stdout, _) = run(&["status", "--json"]);
+    assert_eq!((code, stdout.trim()), (0, "[]"));
+    let (code, _, stderr) = run(&["promote", "--force"]);
+    assert_eq!(
+        code, 2,
+        "--force without --reason is a usage error: {stderr}"
+    );
+    assert!(stderr.contains("--reason"), "{stderr}");
+    let (code, _, stderr) = run(&["promote"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no release is waiting on the canaries"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["rollback"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nothing to roll back"), "{stderr}");
+}
