@@ -607,7 +607,7 @@ mod tests {
         let p = check("a", Verdict::Pass, "");
         let i = check("b", Verdict::Inconclusive, "");
         let f = check("c", Verdict::Fail, "");
-        assert_eq!(verdict_of(&[p.clone()]), Verdict::Pass);
+        assert_eq!(verdict_of(std::slice::from_ref(&p)), Verdict::Pass);
         assert_eq!(verdict_of(&[p.clone(), i.clone()]), Verdict::Inconclusive);
         assert_eq!(verdict_of(&[i, f, p]), Verdict::Fail);
     }
