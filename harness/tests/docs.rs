@@ -112,6 +112,51 @@ fn readme_reference_names_every_release_toml_key() {
     );
 }
 
+/// How the README writes a default: `"bookworm"`, `900`, `true`, `0.0`,
+/// `["a", "b"]`.
+fn render_default(value: &serde_json::Value) -> Option<String> {
+    Some(match value {
+        serde_json::Value::String(s) => format!("\"{s}\""),
+        serde_json::Value::Number(n) if n.is_f64() => format!("{:?}", n.as_f64()?),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Array(items) => {
+            let items: Option<Vec<String>> = items.iter().map(render_default).collect();
+            format!("[{}]", items?.join(", "))
+        }
+        _ => return None,
+    })
+}
+
+#[test]
+fn readme_reference_gives_each_default_as_the_code_has_it() {
+    let readme = readme();
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (section, keys) in defaults.as_object().unwrap() {
+        for (key, value) in keys.as_object().unwrap() {
+            let Some(default) = render_default(value) else {
+                continue; // no default (None): the README says where it comes from
+            };
+            let row = format!("| `{section}.{key}` |");
+            let Some(line) = readme.lines().find(|l| l.starts_with(&row)) else {
+                wrong.push(format!("no reference row for {section}.{key}"));
+                continue;
+            };
+            let cell = line[row.len()..].split(" |").next().unwrap_or_default();
+            if !cell.trim_start().starts_with(&format!("`{default}`")) {
+                wrong.push(format!(
+                    "{section}.{key}: the code's default is `{default}`: {line}"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} defaults checked");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn readme_starts_with_the_two_commands_of_a_fresh_clone() {
     let readme = readme();
