@@ -67,6 +67,9 @@ pub enum Command {
     /// Bump the version, build the .deb, verify it on a throw-away fleet, then
     /// roll it out to the canaries.
     Release(ReleaseArgs),
+    /// Only the release commit and tag (version files, debian/changelog);
+    /// push them and let CI run `release --tagged` on the tag.
+    Bump(BumpArgs),
     /// After the soak: check the gate, then roll the release out to the rest
     /// of the fleet in batches (exit 0 promoted, 10 not yet, 11 blocked).
     Promote(PromoteArgs),
@@ -79,6 +82,36 @@ pub enum Command {
     /// Measure fleet start, install and deploy against plain `docker run`,
     /// and a warm verify; prints figures and ratios, asserts nothing.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BumpArgs {
+    #[command(flatten)]
+    pub version: VersionArgs,
+}
+
+/// Which version to release; shared by `release` and `bump`.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Release exactly this upstream version (X.Y.Z).
+    #[arg(long, value_name = "X.Y.Z", conflicts_with = "bump")]
+    pub version: Option<String>,
+    /// Which part of the previous release's version to raise.
+    #[arg(long, value_enum, default_value = "minor")]
+    pub bump: BumpArg,
+}
+
+impl VersionArgs {
+    fn request(&self) -> VersionRequest {
+        match &self.version {
+            Some(v) => VersionRequest::Exact(v.clone()),
+            None => VersionRequest::Bump(match self.bump {
+                BumpArg::Major => Bump::Major,
+                BumpArg::Minor => Bump::Minor,
+                BumpArg::Patch => Bump::Patch,
+            }),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -100,12 +133,12 @@ pub struct ReleaseArgs {
     /// tagged or pushed in the project, no production call is made.
     #[arg(long)]
     pub dry_run: bool,
-    /// Release exactly this upstream version (X.Y.Z).
-    #[arg(long, value_name = "X.Y.Z", conflicts_with = "bump")]
-    pub version: Option<String>,
-    /// Which part of the previous release's version to raise.
-    #[arg(long, value_enum, default_value = "minor")]
-    pub bump: BumpArg,
+    /// HEAD already is the release commit with its tag (a CI job on a tag,
+    /// after `bump`): build, verify and roll out that, without bumping.
+    #[arg(long, conflicts_with = "version")]
+    pub tagged: bool,
+    #[command(flatten)]
+    pub version: VersionArgs,
     /// Where the .deb, build log, sums and verify reports go.
     #[arg(long, value_name = "DIR", default_value = "release-out")]
     pub out: PathBuf,
@@ -216,7 +249,7 @@ pub fn main_with_default_fixture() -> i32 {
     // Only `release` can run on a fixture; the ledger commands read a project.
     let on_project = matches!(
         cli.command,
-        Command::Promote(_) | Command::Rollback(_) | Command::Status(_)
+        Command::Promote(_) | Command::Rollback(_) | Command::Status(_) | Command::Bump(_)
     );
     if cli.project.is_none() && cli.fixture.is_none() && !on_project {
         cli.fixture = Some("minideploy".into());
@@ -263,14 +296,8 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                 project: cli.project.clone(),
                 fixture: cli.fixture.clone(),
                 dry_run: args.dry_run,
-                version: match &args.version {
-                    Some(v) => VersionRequest::Exact(v.clone()),
-                    None => VersionRequest::Bump(match args.bump {
-                        BumpArg::Major => Bump::Major,
-                        BumpArg::Minor => Bump::Minor,
-                        BumpArg::Patch => Bump::Patch,
-                    }),
-                },
+                tagged: args.tagged,
+                version: args.version.request(),
                 out: args.out.clone(),
                 keep: args.keep,
                 scenarios: args.scenarios.iter().map(|s| (*s).into()).collect(),
@@ -467,6 +494,37 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                     } else {
                         print!("{}", crate::production::render_status(&releases));
                     }
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::ERROR
+                }
+            }
+        }
+        Command::Bump(args) => {
+            let result = async {
+                if cli.fixture.is_some() {
+                    anyhow::bail!("--fixture only applies to `release`: pass --project DIR");
+                }
+                let project = match &cli.project {
+                    Some(p) => p.clone(),
+                    None => std::env::current_dir()?,
+                };
+                crate::release::bump_only(&project, &args.version.request())
+            }
+            .await;
+            match result {
+                Ok(b) => {
+                    println!(
+                        "made commit {} `Release {}` and tag {} ({} commits since the previous release).\n\
+                         next: git push origin HEAD {} -- CI on the tag runs `release --tagged`",
+                        &b.commit[..10.min(b.commit.len())],
+                        b.upstream,
+                        b.tag,
+                        b.changes.len(),
+                        b.tag
+                    );
                     exit::OK
                 }
                 Err(e) => {

@@ -16,8 +16,6 @@ pub const LABEL_OWNER: &str = "org.release-harness.owner";
 /// to do when it does not.
 pub async fn connect() -> Result<Docker> {
     let where_ = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into());
-    let docker = Docker::connect_with_defaults()
-        .with_context(|| format!("cannot reach the Docker engine at {where_}"))?;
     let unreachable = |e: bollard::errors::Error| {
         anyhow::anyhow!(
             "the Docker engine at {where_} does not answer ({e}).\n  fix: start it \
@@ -25,6 +23,7 @@ pub async fn connect() -> Result<Docker> {
              engine; to skip container tests on purpose set RELEASE_HARNESS_SKIP_DOCKER=1"
         )
     };
+    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
     // bollard speaks a newer API than some engines accept (20.10 speaks 1.41);
     // asking the engine first makes every later request use what it speaks.
     let docker = docker.negotiate_version().await.map_err(unreachable)?;

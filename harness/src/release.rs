@@ -25,6 +25,9 @@ pub struct ReleaseOptions {
     /// Release a built-in fixture (materialized into a scratch repository).
     pub fixture: Option<String>,
     pub dry_run: bool,
+    /// HEAD already carries the release commit and tag (CI on a tag):
+    /// release it as it is, no bump.
+    pub tagged: bool,
     pub version: VersionRequest,
     pub out: PathBuf,
     pub keep: bool,
@@ -120,15 +123,16 @@ pub async fn release(
     progress.step("preflight");
     let config = Config::load(&project)?;
     let repo = Repo::open(&project)?;
-    let (plan, docker) = preflight(&project, &repo, &config, opts).await?;
+    let (start, docker) = preflight(&project, &repo, &config, opts).await?;
+    let (previous_version, next, changes) = match &start {
+        Start::Bump(p) => (&p.previous_version, &p.debian_version, p.changes.len()),
+        Start::Tagged(b) => (&b.previous_version, &b.debian_version, b.changes.len()),
+    };
     progress.info(&format!(
-        "{} {} -> {} ({} commits)",
+        "{} {} -> {} ({changes} commits)",
         config.package_name(),
-        plan.previous_version
-            .as_deref()
-            .unwrap_or("(first release)"),
-        plan.debian_version,
-        plan.changes.len()
+        previous_version.as_deref().unwrap_or("(first release)"),
+        next,
     ));
     let swept = docker::sweep_stale(&docker).await?;
     if swept > 0 {
@@ -146,13 +150,26 @@ pub async fn release(
         repo.clone()
     };
 
-    progress.step("bump");
-    let head_before = work.head()?;
-    let bumped = version::apply(&work.root, &work, &config, &plan)?;
-    if !opts.dry_run {
-        cleanup.lock().unwrap().release_commit =
-            Some((work.clone(), head_before, bumped.tag.clone()));
-    }
+    let made_release_commit = matches!(start, Start::Bump(_));
+    let bumped = match start {
+        Start::Bump(plan) => {
+            progress.step("bump");
+            let head_before = work.head()?;
+            let bumped = version::apply(&work.root, &work, &config, &plan)?;
+            if !opts.dry_run {
+                cleanup.lock().unwrap().release_commit =
+                    Some((work.clone(), head_before, bumped.tag.clone()));
+            }
+            bumped
+        }
+        Start::Tagged(bumped) => {
+            progress.info(&format!(
+                "HEAD is the release commit of tag {}: released as it is",
+                bumped.tag
+            ));
+            bumped
+        }
+    };
     let tagged_at = crate::ledger::now();
     progress.info(&format!(
         "commit {} `Release {}`, tag {}",
@@ -196,7 +213,7 @@ pub async fn release(
     let needs_previous = verify_kinds(&config, opts)
         .iter()
         .any(|k| k.needs_previous());
-    let previous = match (&plan.previous_tag, needs_previous) {
+    let previous = match (&bumped.previous_tag, needs_previous) {
         (Some(tag), true) => {
             progress.step("build previous release");
             Some(
@@ -267,6 +284,27 @@ pub async fn release(
             eprintln!("  {line}");
         }
     } else {
+        // Other CI jobs (promote, rollback) find the release by its tag: it
+        // is pushed before production is touched, and a failed push undoes
+        // the release commit and tag like any failed step.
+        if !made_release_commit {
+            // Released from a tag: it is on the remote already.
+        } else if work.git(&["remote"])?.lines().any(|r| r == "origin") {
+            progress.step("push");
+            let branch = format!("HEAD:refs/heads/{}", config.package.release_branch);
+            let tag = format!("refs/tags/{}", bumped.tag);
+            if let Err(e) = work.push("origin", &[branch.as_str(), tag.as_str()]) {
+                let mut undo = std::mem::take(&mut *cleanup.lock().unwrap());
+                undo.run(None).await;
+                return Err(e.context(format!(
+                    "pushing the release commit and tag {} to origin; nothing reached \
+                     production",
+                    bumped.tag
+                )));
+            }
+        } else {
+            progress.note("no `origin` remote: the release commit and tag stay local");
+        }
         // From here production changes: the release commit and tag stay,
         // whatever happens; the ledger hangs on the tag.
         cleanup.lock().unwrap().release_commit = None;
@@ -290,7 +328,10 @@ pub async fn release(
         package: config.package_name().to_string(),
         version: bumped.debian_version.clone(),
         tag: bumped.tag.clone(),
-        previous: plan.previous_version.clone(),
+        previous: bumped
+            .previous_version
+            .as_ref()
+            .map(|v| config.debian_version(v)),
         dry_run: opts.dry_run,
         deb_sha256: sha_of(&built, &new.path),
         deb: new.path,
@@ -302,14 +343,9 @@ pub async fn release(
     })
 }
 
-/// Every check before anything changes; all problems at once, each with its
-/// fix.
-async fn preflight(
-    project: &Path,
-    repo: &Repo,
-    config: &Config,
-    opts: &ReleaseOptions,
-) -> Result<(version::Plan, Docker)> {
+/// A clean tree on the release branch (a tagged release may stand on a
+/// detached HEAD: CI checks tags out that way).
+fn tree_problems(repo: &Repo, config: &Config, tagged: bool) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let dirty = repo.is_clean()?;
     if !dirty.is_empty() {
@@ -323,6 +359,7 @@ async fn preflight(
     }
     match repo.current_branch()? {
         Some(b) if b == config.package.release_branch => {}
+        _ if tagged => {}
         other => problems.push(format!(
             "on {}, but releases are cut from `{}`: `git switch {}` (or set \
              package.release_branch in {})",
@@ -334,6 +371,48 @@ async fn preflight(
             config.path.display()
         )),
     }
+    Ok(problems)
+}
+
+/// `bump`: only the release commit and tag, for a team whose CI releases
+/// tags (`release --tagged`). The same checks as a release's preflight.
+pub fn bump_only(project: &Path, request: &VersionRequest) -> Result<version::Bumped> {
+    let config = Config::load(project)?;
+    let repo = Repo::open(project)?;
+    let mut problems = tree_problems(&repo, &config, false)?;
+    let plan = version::plan(project, &repo, &config, request);
+    if let Err(e) = &plan {
+        problems.push(format!("{e:#}"));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "nothing was changed:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {}", p.replace('\n', "\n    ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    version::apply(project, &repo, &config, &plan?)
+}
+
+/// Where a release starts: a bump to make, or a release commit and tag that
+/// are already there.
+enum Start {
+    Bump(version::Plan),
+    Tagged(version::Bumped),
+}
+
+/// Every check before anything changes; all problems at once, each with its
+/// fix.
+async fn preflight(
+    project: &Path,
+    repo: &Repo,
+    config: &Config,
+    opts: &ReleaseOptions,
+) -> Result<(Start, Docker)> {
+    let mut problems = tree_problems(repo, config, opts.tagged)?;
     if config.build.builder == Builder::DpkgBuildpackage && !project.join("debian").is_dir() {
         problems.push(format!(
             "{} has no debian/ directory: the dpkg-buildpackage builder needs debian/control, \
@@ -342,7 +421,12 @@ async fn preflight(
             config.path.display()
         ));
     }
-    let plan = match version::plan(project, repo, config, &opts.version) {
+    let plan = if opts.tagged {
+        version::tagged(project, repo, config).map(Start::Tagged)
+    } else {
+        version::plan(project, repo, config, &opts.version).map(Start::Bump)
+    };
+    let plan = match plan {
         Ok(p) => Some(p),
         Err(e) => {
             problems.push(format!("{e:#}"));

@@ -144,3 +144,48 @@ fn the_wrong_branch_is_refused() {
         &["branch `feature`", "git switch main"],
     );
 }
+
+#[test]
+fn bump_makes_the_release_commit_and_tag_that_release_tagged_accepts() {
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    // Not tagged yet: --tagged refuses and says how to get there.
+    let (code, stderr) = release(&repo, &["--tagged"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("carries no release tag"), "{stderr}");
+    assert!(stderr.contains("release-harness bump"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+        .args(["bump", "--bump", "patch", "--project"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("tag 0.1.1"), "{stdout}");
+    assert_eq!(
+        support::git(&repo, &["describe", "--exact-match"]).trim(),
+        "0.1.1"
+    );
+    assert_eq!(
+        support::git(&repo, &["log", "-1", "--format=%s"]).trim(),
+        "Release 0.1.1"
+    );
+    let parsed = Command::new("dpkg-parsechangelog")
+        .arg("-l")
+        .arg(repo.join("debian/changelog"))
+        .arg("-SVersion")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), "0.1.1-1");
+
+    // A tag whose commit does not carry its version is refused.
+    support::git(&repo, &["tag", "-d", "0.1.1"]);
+    support::git(&repo, &["tag", "-a", "0.1.2", "-m", "0.1.2"]);
+    let (code, stderr) = release(&repo, &["--tagged"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("HEAD is tagged 0.1.2"), "{stderr}");
+}

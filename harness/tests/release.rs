@@ -72,6 +72,8 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
         assert!(junit.contains(&format!("name=\"{scenario}\"")), "{junit}");
     }
     assert!(junit.contains("failures=\"0\""), "{junit}");
+    let summary = std::fs::read_to_string(outcome.artifacts.join("verify.txt")).unwrap();
+    insta::assert_snapshot!("verify_summary_fixture", support::redact(&summary));
     assert!(outcome
         .canary_plan
         .iter()
@@ -112,6 +114,7 @@ async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
         .downcast_ref::<VerifyFailed>()
         .unwrap_or_else(|| panic!("expected a verify failure, got: {err:#}"));
     let summary = &failed.summary;
+    insta::assert_snapshot!("verify_summary_broken", support::redact(summary));
     assert!(summary.contains("FAIL fresh-install"), "{summary}");
     assert!(
         summary.contains("deployed revision") || summary.contains("`current` link"),

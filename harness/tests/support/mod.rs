@@ -85,3 +85,70 @@ pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
         .len();
     c + n
 }
+
+/// Redacts what changes from run to run (durations, commit ids, run ids,
+/// addresses, timestamps) so a real report can be a snapshot.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(&redact_word(word));
+        word.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '.' || ch == ':' || ch == '-' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut word, &mut out);
+    // Column padding depends on the redacted widths: fold inner runs of spaces.
+    out.lines()
+        .map(|line| {
+            let body = line.trim_start();
+            let indent = &line[..line.len() - body.len()];
+            let folded = body
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>();
+            format!("{indent}{}", folded.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn redact_word(w: &str) -> String {
+    let trimmed = w.trim_end_matches(['.', ':']);
+    let tail = &w[trimmed.len()..];
+    let is_hex = trimmed.len() >= 7
+        && trimmed.chars().all(|c| c.is_ascii_hexdigit())
+        && trimmed.chars().any(|c| c.is_ascii_digit());
+    let is_duration = {
+        let t = trimmed.strip_suffix('s').unwrap_or("");
+        !t.is_empty()
+            && t.chars().next().unwrap().is_ascii_digit()
+            && t.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == 'm')
+    };
+    let is_address = trimmed.split('.').count() == 4
+        && trimmed
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let is_timestamp = trimmed.len() >= 19
+        && trimmed.as_bytes()[4] == b'-'
+        && trimmed.contains('T')
+        && trimmed.chars().next().unwrap().is_ascii_digit();
+    if is_hex {
+        format!("[id]{tail}")
+    } else if is_duration {
+        format!("[time]{tail}")
+    } else if is_address {
+        format!("[addr]{tail}")
+    } else if is_timestamp {
+        format!("[timestamp]{tail}")
+    } else {
+        w.to_string()
+    }
+}
