@@ -163,6 +163,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     for word in [
         "Usage: release-harness",
         "release",
+        "bump",
         "promote",
         "rollback",
         "status",

@@ -108,7 +108,9 @@ fn subcommand(call: &Call) -> &'static str {
     match call {
         Call::Cli(cli) => match &cli.command {
             Command::Release(a) if a.dry_run => "release --dry-run",
+            Command::Release(a) if a.tagged => "release --tagged",
             Command::Release(_) => "release",
+            Command::Bump(_) => "bump",
             Command::Promote(_) => "promote",
             Command::Rollback(_) => "rollback",
             Command::Status(_) => "status",
@@ -126,7 +128,9 @@ fn every_harness_call_parses_and_each_job_calls_its_subcommand() {
     let vars = script_vars(&p);
     let expected = BTreeMap::from([
         ("verify", "release --dry-run"),
-        ("release", "release"),
+        ("bump", "bump"),
+        // It runs on the tag `bump` pushed: it must not bump again.
+        ("release", "release --tagged"),
         ("promote", "promote"),
         ("rollback", "rollback"),
         ("status", "status"),
@@ -162,9 +166,12 @@ fn production_jobs_never_overlap_and_name_their_environment() {
     let vars = script_vars(&p);
     let mut production = Vec::new();
     for (name, job) in jobs(&p) {
-        let touches_production = calls(&name, &job, &vars)
-            .iter()
-            .any(|c| matches!(subcommand(c), "release" | "promote" | "rollback"));
+        let touches_production = calls(&name, &job, &vars).iter().any(|c| {
+            matches!(
+                subcommand(c),
+                "release" | "release --tagged" | "promote" | "rollback"
+            )
+        });
         if !touches_production {
             assert!(
                 job.get("resource_group").is_none(),
@@ -193,15 +200,23 @@ fn production_jobs_never_overlap_and_name_their_environment() {
             Some(false),
             "job {name}: a newer pipeline must not cancel a rollout half-way"
         );
-        // Production steps write the ledger: they need a push URL.
-        let before = job.get("before_script").and_then(Value::as_sequence);
-        assert!(
-            before.is_some_and(|b| b.iter().any(|l| l
-                .as_str()
-                .unwrap_or_default()
-                .contains("git remote set-url --push origin"))),
-            "job {name} must set the push URL the ledger writes through"
-        );
+        // Production steps commit to the ledger and push it: they need a
+        // git identity and a push URL.
+        let before: Vec<&str> = job
+            .get("before_script")
+            .and_then(Value::as_sequence)
+            .map(|b| b.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for needed in [
+            "git config user.name",
+            "git config user.email",
+            "git remote set-url --push origin",
+        ] {
+            assert!(
+                before.iter().any(|l| l.contains(needed)),
+                "job {name}: before_script needs `{needed}` for the ledger"
+            );
+        }
     }
     assert_eq!(production, ["promote", "release", "rollback"]);
 }
@@ -258,10 +273,7 @@ fn the_junit_report_is_where_release_writes_it() {
             checked += 1;
         }
     }
-    assert_eq!(
-        checked, 3,
-        "verify once, release twice (--version or --bump)"
-    );
+    assert_eq!(checked, 2, "verify and release");
 }
 
 /// `*` matches within one path component.
@@ -338,12 +350,12 @@ fn each_kind_of_pipeline_starts_the_right_jobs() {
     let on_default = [("CI_COMMIT_BRANCH", "master")];
     let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
         (
-            "the tag `release` pushes",
+            "the tag `bump` pushes",
             vec![("CI_PIPELINE_SOURCE", "push"), ("CI_COMMIT_TAG", "4.13.0")],
-            vec![("status", "always")],
+            vec![("release", "on_success"), ("status", "always")],
         ),
         (
-            "the release commit `release` pushes",
+            "the release commit `bump` pushes",
             vec![("CI_PIPELINE_SOURCE", "push"), on_default[0]],
             vec![("status", "always")],
         ),
@@ -371,13 +383,13 @@ fn each_kind_of_pipeline_starts_the_right_jobs() {
             vec![("status", "always")],
         ),
         (
-            "Run pipeline, HARNESS_ACTION=release",
+            "Run pipeline, HARNESS_ACTION=bump",
             vec![
                 ("CI_PIPELINE_SOURCE", "web"),
                 on_default[0],
-                ("HARNESS_ACTION", "release"),
+                ("HARNESS_ACTION", "bump"),
             ],
-            vec![("release", "on_success"), ("status", "always")],
+            vec![("bump", "on_success"), ("status", "always")],
         ),
         (
             "Run pipeline, HARNESS_ACTION=promote",
@@ -398,11 +410,11 @@ fn each_kind_of_pipeline_starts_the_right_jobs() {
             vec![("rollback", "manual"), ("status", "always")],
         ),
         (
-            "Run pipeline on another branch, HARNESS_ACTION=release",
+            "Run pipeline on another branch, HARNESS_ACTION=bump",
             vec![
                 ("CI_PIPELINE_SOURCE", "web"),
                 ("CI_COMMIT_BRANCH", "topic"),
-                ("HARNESS_ACTION", "release"),
+                ("HARNESS_ACTION", "bump"),
             ],
             vec![],
         ),
@@ -451,10 +463,36 @@ fn the_action_choices_are_the_jobs() {
         .collect();
     // Each bump the form offers is one the CLI takes.
     for bump in bumps {
-        let argv = ["release-harness", "release", "--bump", bump];
+        let argv = ["release-harness", "bump", "--bump", bump];
         assert!(
             <harness::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok(),
             "--bump {bump}"
         );
     }
+}
+
+#[test]
+fn bump_pushes_the_commit_and_its_tag_in_one_push() {
+    let p = pipeline();
+    let script: Vec<&str> = p["bump"]["script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let push = script
+        .iter()
+        .find(|l| l.starts_with("git push"))
+        .expect("bump pushes");
+    // The annotated tag goes with the commit, atomically: the tag starts the
+    // release pipeline, and a refused branch push leaves no tag behind.
+    for flag in [
+        "--atomic",
+        "--follow-tags",
+        "HEAD:refs/heads/$CI_COMMIT_BRANCH",
+    ] {
+        assert!(push.contains(flag), "{push}");
+    }
+    let last = script.last().unwrap();
+    assert_eq!(last, push, "the push comes after the bump");
 }
