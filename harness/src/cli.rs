@@ -39,8 +39,8 @@ pub mod exit {
     after_help = "Start with `release --dry-run` in a project that has a release.toml."
 )]
 pub struct Cli {
-    /// The project to release (a git checkout with release.toml at its root).
-    /// Default: the current directory.
+    /// The project: a git checkout with release.toml at its root (default:
+    /// the current directory).
     #[arg(
         long,
         global = true,
@@ -48,8 +48,8 @@ pub struct Cli {
         env = "RELEASE_HARNESS_PROJECT"
     )]
     pub project: Option<PathBuf>,
-    /// Release a built-in fixture instead of a project (for trying the harness
-    /// and for its own tests): `minideploy` or `minideploy-broken`.
+    /// `release` only: release a built-in fixture instead of a project, to
+    /// try the harness: `minideploy` or `minideploy-broken`.
     #[arg(long, global = true, value_name = "NAME", conflicts_with = "project")]
     pub fixture: Option<String>,
     /// Only errors and the final report.
@@ -64,8 +64,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Bump the version, build the .deb, verify it on a throw-away fleet, then
-    /// roll it out to the canaries.
+    /// Bump the version, build the .deb, verify it on a throw-away fleet, push
+    /// the release commit and tag, then roll it out to the canaries.
     Release(ReleaseArgs),
     /// Only the release commit and tag (version files, debian/changelog);
     /// push them and let CI run `release --tagged` on the tag.
@@ -142,7 +142,8 @@ pub struct ReleaseArgs {
     /// Where the .deb, build log, sums and verify reports go.
     #[arg(long, value_name = "DIR", default_value = "release-out")]
     pub out: PathBuf,
-    /// Leave the verify fleet running for debugging (prints how to get a shell).
+    /// Leave the verify fleet running for debugging (prints how to get a
+    /// shell; `sweep --run RUN_ID` removes it).
     #[arg(long)]
     pub keep: bool,
     /// Run only these scenarios (repeatable); default: release.toml's list.
@@ -167,7 +168,8 @@ pub struct PromoteArgs {
     /// Take the production lock from its holder (a job known to be dead).
     #[arg(long)]
     pub break_lock: bool,
-    /// The CI artifact: its sha256 must be the verified one too.
+    /// A .deb to check first (the release job's artifact): its sha256 must be
+    /// the one verify tested.
     #[arg(long, value_name = "FILE")]
     pub deb: Option<PathBuf>,
     /// Roll out at most N batches now; the next promote goes on.
