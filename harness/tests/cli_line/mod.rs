@@ -10,7 +10,7 @@ use clap::Parser;
 use harness::cli::Cli;
 
 /// Flags `cargo xtask dist` takes (it is parsed by xtask, not by the CLI).
-const DIST_FLAGS: [&str; 4] = ["--out", "--lintian", "--help", "-h"];
+const DIST_FLAGS: [&str; 3] = ["--out", "--help", "-h"];
 
 /// A harness call found in a line.
 #[derive(Debug)]
