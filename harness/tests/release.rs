@@ -16,6 +16,7 @@ fn options(repo: &std::path::Path, out: &std::path::Path) -> ReleaseOptions {
         project: Some(repo.to_path_buf()),
         fixture: None,
         dry_run: true,
+        tagged: false,
         version: VersionRequest::Bump(Bump::Minor),
         out: out.to_path_buf(),
         keep: false,
