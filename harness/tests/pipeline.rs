@@ -348,7 +348,9 @@ fn pipeline_jobs(p: &Value, set: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn each_kind_of_pipeline_starts_the_right_jobs() {
     let p = pipeline();
     let on_default = [("CI_COMMIT_BRANCH", "master")];
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
+    // (the pipeline, its variables, the jobs it must start with their `when`)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "the tag `bump` pushes",
             vec![("CI_PIPELINE_SOURCE", "push"), ("CI_COMMIT_TAG", "4.13.0")],
