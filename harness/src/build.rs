@@ -127,16 +127,7 @@ async fn build_in_container(
     progress: &dyn Fn(&str),
 ) -> Result<BuildOutput> {
     let tree = project_tar(project, &format!("{}/{source}", &BUILD_ROOT[1..]))?;
-    docker
-        .upload_to_container(
-            container,
-            Some(
-                bollard::query_parameters::UploadToContainerOptionsBuilder::default()
-                    .path("/")
-                    .build(),
-            ),
-            bollard::body_full(tree.into()),
-        )
+    docker::upload_tar(docker, container, tree)
         .await
         .with_context(|| format!("copying {} into container {container}", project.display()))?;
 

@@ -172,7 +172,11 @@ pub async fn put_files(
             )
             .with_context(|| format!("packing {path}"))?;
     }
-    let body = builder.into_inner()?;
+    upload_tar(docker, container, builder.into_inner()?).await
+}
+
+/// Unpacks a tar archive at the container's root.
+pub async fn upload_tar(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()> {
     docker
         .upload_to_container(
             container,
@@ -181,7 +185,7 @@ pub async fn put_files(
                     .path("/")
                     .build(),
             ),
-            bollard::body_full(body.into()),
+            bollard::body_full(tar.into()),
         )
         .await
         .with_context(|| format!("copying files into container {container}"))
