@@ -48,10 +48,6 @@ pub struct Cli {
         env = "RELEASE_HARNESS_PROJECT"
     )]
     pub project: Option<PathBuf>,
-    /// `release` only: release a built-in fixture instead of a project, to
-    /// try the harness: `minideploy` or `minideploy-broken`.
-    #[arg(long, global = true, value_name = "NAME", conflicts_with = "project")]
-    pub fixture: Option<String>,
     /// Only errors and the final report.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -129,6 +125,10 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
+    /// Release a built-in fixture instead of a project, to try the harness:
+    /// `minideploy` or `minideploy-broken`.
+    #[arg(long, value_name = "NAME")]
+    pub fixture: Option<String>,
     /// Do everything up to verify in a scratch clone: nothing is committed,
     /// tagged or pushed in the project, no production call is made.
     #[arg(long)]
@@ -248,13 +248,10 @@ pub fn main() -> i32 {
 /// neither --project nor --fixture is given.
 pub fn main_with_default_fixture() -> i32 {
     let mut cli = Cli::parse();
-    // Only `release` can run on a fixture; the ledger commands read a project.
-    let on_project = matches!(
-        cli.command,
-        Command::Promote(_) | Command::Rollback(_) | Command::Status(_) | Command::Bump(_)
-    );
-    if cli.project.is_none() && cli.fixture.is_none() && !on_project {
-        cli.fixture = Some("minideploy".into());
+    if let Command::Release(args) = &mut cli.command {
+        if cli.project.is_none() && args.fixture.is_none() {
+            args.fixture = Some("minideploy".into());
+        }
     }
     run(cli)
 }
@@ -296,7 +293,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
         Command::Release(ref args) => {
             let opts = ReleaseOptions {
                 project: cli.project.clone(),
-                fixture: cli.fixture.clone(),
+                fixture: args.fixture.clone(),
                 dry_run: args.dry_run,
                 tagged: args.tagged,
                 version: args.version.request(),
@@ -506,9 +503,6 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
         }
         Command::Bump(args) => {
             let result = async {
-                if cli.fixture.is_some() {
-                    anyhow::bail!("--fixture only applies to `release`: pass --project DIR");
-                }
                 let project = match &cli.project {
                     Some(p) => p.clone(),
                     None => std::env::current_dir()?,
@@ -561,12 +555,6 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
 
 /// The project whose ledger promote, rollback and status read.
 fn ledger_project(cli: &Cli) -> anyhow::Result<(crate::git::Repo, crate::config::Config)> {
-    if cli.fixture.is_some() {
-        anyhow::bail!(
-            "--fixture only applies to `release`; promote, rollback and status read the ledger \
-             of a project checkout: pass --project DIR"
-        );
-    }
     let project = match &cli.project {
         Some(p) => p.clone(),
         None => std::env::current_dir()?,

@@ -314,6 +314,11 @@ pub struct Rollout {
     pub cumin_config: String,
     /// Extra arguments to every debdeploy/cumin call (for wrappers, sudo, ...).
     pub command_prefix: Vec<String>,
+    /// Puts the verified .deb into the apt repository production installs
+    /// from, before the canaries (run here with `sh -c`; `{deb}` is its path,
+    /// `{version}` and `{package}` as usual). Empty: the repository is
+    /// filled some other way, and the canary step checks the version landed.
+    pub publish_command: String,
 }
 
 impl Default for Rollout {
@@ -328,6 +333,7 @@ impl Default for Rollout {
             distro: "bookworm".into(),
             cumin_config: "/etc/cumin/config.yaml".into(),
             command_prefix: Vec::new(),
+            publish_command: String::new(),
         }
     }
 }

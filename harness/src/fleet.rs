@@ -367,7 +367,9 @@ impl Fleet {
         let key = c.render(&c.fleet.ssh_key_path, &[]);
         let hosts_lines = self.hosts_lines().await?;
 
-        // The deploy user's key first: every target needs its public half.
+        // The deploy user's key first: every target needs its public half. Its
+        // directory may be root's (scap's /etc/keyholder.d), the key is the
+        // user's.
         let public = self
             .run(
                 deploy,
@@ -375,7 +377,10 @@ impl Fleet {
                 &format!(
                     "set -e\n\
                      id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
-                     su {user} -c 'mkdir -p \"$(dirname {key})\" && ssh-keygen -q -t ed25519 -N \"\" -f {key}'\n\
+                     dir=$(dirname {key})\n\
+                     case \"$dir\" in /home/{user}*) install -d -m 700 -o {user} -g {user} \"$dir\" ;; *) install -d -m 755 \"$dir\" ;; esac\n\
+                     ssh-keygen -q -t ed25519 -N '' -f {key}\n\
+                     chown {user}: {key} {key}.pub && chmod 600 {key}\n\
                      cat {key}.pub"
                 ),
             )

@@ -110,7 +110,8 @@ pub async fn release(
         .tempdir()
         .context("making a scratch directory")?;
     let project = match (&opts.fixture, &opts.project) {
-        (Some(name), _) => {
+        (Some(_), Some(_)) => bail!("--fixture and --project name two targets: pick one"),
+        (Some(name), None) => {
             progress.step("fixture");
             let dir = fixture::materialize(name, &scratch.path().join("fixture"))?;
             progress.info(&format!("released target: the built-in fixture `{name}`"));
@@ -305,6 +306,7 @@ pub async fn release(
         } else {
             progress.note("no `origin` remote: the release commit and tag stay local");
         }
+        publish(&config, &new, progress)?;
         // From here production changes: the release commit and tag stay,
         // whatever happens; the ledger hangs on the tag.
         cleanup.lock().unwrap().release_commit = None;
@@ -343,9 +345,10 @@ pub async fn release(
     })
 }
 
-/// A clean tree on the release branch (a tagged release may stand on a
-/// detached HEAD: CI checks tags out that way).
-fn tree_problems(repo: &Repo, config: &Config, tagged: bool) -> Result<Vec<String>> {
+/// A clean tree on the release branch (`any_branch`: a tagged release may
+/// stand on a detached HEAD, CI checks tags out that way; a dry run may
+/// verify any branch).
+fn tree_problems(repo: &Repo, config: &Config, any_branch: bool) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let dirty = repo.is_clean()?;
     if !dirty.is_empty() {
@@ -359,7 +362,7 @@ fn tree_problems(repo: &Repo, config: &Config, tagged: bool) -> Result<Vec<Strin
     }
     match repo.current_branch()? {
         Some(b) if b == config.package.release_branch => {}
-        _ if tagged => {}
+        _ if any_branch => {}
         other => problems.push(format!(
             "on {}, but releases are cut from `{}`: `git switch {}` (or set \
              package.release_branch in {})",
@@ -412,7 +415,8 @@ async fn preflight(
     config: &Config,
     opts: &ReleaseOptions,
 ) -> Result<(Start, Docker)> {
-    let mut problems = tree_problems(repo, config, opts.tagged)?;
+    // A dry run changes nothing, so it may verify any branch (a merge request).
+    let mut problems = tree_problems(repo, config, opts.tagged || opts.dry_run)?;
     if config.build.builder == Builder::DpkgBuildpackage && !project.join("debian").is_dir() {
         problems.push(format!(
             "{} has no debian/ directory: the dpkg-buildpackage builder needs debian/control, \
@@ -451,6 +455,41 @@ async fn preflight(
                 .join("\n")
         ),
     }
+}
+
+/// `rollout.publish_command`: the verified package into production's apt
+/// repository. A failure stops the release before any host is touched.
+fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
+    let template = &config.rollout.publish_command;
+    if template.is_empty() {
+        progress.note(
+            "rollout.publish_command is empty: the canary step expects the package in the \
+             fleet's apt repository already",
+        );
+        return Ok(());
+    }
+    progress.step("publish");
+    let command = config.render(
+        template,
+        &[
+            ("deb", &deb.path.display().to_string()),
+            ("version", &deb.version),
+        ],
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .context("running rollout.publish_command")?;
+    if !out.status.success() {
+        bail!(
+            "{}: rollout.publish_command `{command}` exited with {}; nothing reached the \
+             canaries:\n{}",
+            config.path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    Ok(())
 }
 
 fn verify_kinds(config: &Config, opts: &ReleaseOptions) -> Vec<ScenarioKind> {

@@ -134,15 +134,24 @@ fn a_missing_release_toml_says_how_to_start_one() {
 }
 
 #[test]
-fn the_wrong_branch_is_refused() {
-    refused(
-        |r| {
-            support::git(r, &["switch", "-q", "-c", "feature"]);
-        },
-        false,
-        &[],
-        &["branch `feature`", "git switch main"],
-    );
+fn the_wrong_branch_is_refused_for_a_real_release_but_not_a_dry_run() {
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    support::git(&repo, &["switch", "-q", "-c", "feature"]);
+    let before = support::repo_state(&repo);
+    let out = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+        .args(["release", "--project"])
+        .arg(&repo)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("branch `feature`"), "{stderr}");
+    assert!(stderr.contains("git switch main"), "{stderr}");
+    assert_eq!(support::repo_state(&repo), before);
+    // The same branch may be verified with a dry run (a merge request).
+    let (_, stderr) = release(&repo, &["--version", "0.0.1"]);
+    assert!(!stderr.contains("branch `feature`"), "{stderr}");
 }
 
 #[test]
