@@ -8,21 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
-use std::collections::HashMap;
-
 async fn containers_with(docker: &bollard::Docker, label: &str) -> usize {
-    let filters = HashMap::from([("label", vec![label])]);
-    docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len()
+    support::labelled(docker, label).await.0
 }
 
 fn harness(args: &[&str], out: &std::path::Path) -> Command {

@@ -58,12 +58,17 @@ pub fn repo_state(repo: &Path) -> String {
 }
 
 /// Containers and networks that carry the harness's labels and belong to this
-/// process (other runs on a shared engine are not ours to count).
+/// run (other runs on a shared engine are not ours to count).
 pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
+    let (c, n) = labelled(docker, &format!("{}={run_id}", harness::docker::LABEL_RUN)).await;
+    c + n
+}
+
+/// (containers, networks) carrying `label` (`key=value`).
+pub async fn labelled(docker: &bollard::Docker, label: &str) -> (usize, usize) {
     use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
     use std::collections::HashMap;
-    let label = format!("{}={run_id}", harness::docker::LABEL_RUN);
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let filters = HashMap::from([("label", vec![label])]);
     let c = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
@@ -83,7 +88,7 @@ pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
         .await
         .unwrap()
         .len();
-    c + n
+    (c, n)
 }
 
 /// Redacts what changes from run to run (durations, commit ids, run ids,
