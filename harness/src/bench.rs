@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, Hosts};
-use crate::fleet::{Fleet, Size};
+use crate::fleet::{Fleet, Launch, Size};
 use crate::progress::Progress;
 use crate::scenario::{self, Deb, VerifyInput};
 use crate::{build, docker, fixture, images};
@@ -60,10 +60,14 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         progress.step(&format!("bench: {hosts} hosts, harness fleet"));
         let run_id = docker::new_run_id();
         let t = Instant::now();
-        let fleet = Fleet::start(
-            &docker, &config, &image, size, &run_id, "bench", false, progress,
-        )
-        .await?;
+        let launch = Launch {
+            image: &image,
+            size,
+            run_id: &run_id,
+            slot: "bench",
+            keep: false,
+        };
+        let fleet = Fleet::start(&docker, &config, &launch, progress).await?;
         let start = t.elapsed();
         let measured = async {
             fleet.publish_debs(&[deb.path.as_path()]).await?;

@@ -150,13 +150,11 @@ pub async fn exec(
     })
 }
 
+/// A file to put into a container: (absolute path, content, mode).
+pub type FileEntry = (String, Vec<u8>, u32);
+
 /// Writes files into a container by tar (parents created as needed).
-/// Each entry: (absolute path, content, mode).
-pub async fn put_files(
-    docker: &Docker,
-    container: &str,
-    files: &[(String, Vec<u8>, u32)],
-) -> Result<()> {
+pub async fn put_files(docker: &Docker, container: &str, files: &[FileEntry]) -> Result<()> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, content, mode) in files {
         let mut header = tar::Header::new_gnu();

@@ -56,6 +56,20 @@ pub struct Size {
     pub apps: usize,
 }
 
+/// What a fleet is started from and how it is named and kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// The fleet image (see `images::fleet_image`).
+    pub image: &'a str,
+    pub size: Size,
+    /// Labels everything, for clean-up and sweeps.
+    pub run_id: &'a str,
+    /// Tells apart several fleets of one run (`rh-<run>-<slot>-<host>`).
+    pub slot: &'a str,
+    /// Leave it running when the fleet is torn down (`--keep`).
+    pub keep: bool,
+}
+
 pub struct Fleet {
     pub docker: Docker,
     pub run_id: String,
@@ -74,13 +88,16 @@ impl Fleet {
     pub async fn start(
         docker: &Docker,
         config: &Config,
-        image: &str,
-        size: Size,
-        run_id: &str,
-        slot: &str,
-        keep: bool,
+        launch: &Launch<'_>,
         progress: &Progress,
     ) -> Result<Fleet> {
+        let Launch {
+            image,
+            size,
+            run_id,
+            slot,
+            keep,
+        } = *launch;
         let mut config = config.clone();
         config.fleet.canaries = size.canaries;
         config.fleet.apps = size.apps;
@@ -387,7 +404,7 @@ impl Fleet {
             .await?;
 
         // Files from release.toml, templated.
-        let mut per_host: HashMap<&str, Vec<(String, Vec<u8>, u32)>> = HashMap::new();
+        let mut per_host: HashMap<&str, Vec<docker::FileEntry>> = HashMap::new();
         let mut owned: HashMap<&str, Vec<String>> = HashMap::new();
         for f in &c.fleet.files {
             let path = c.render(&f.path, &[]);

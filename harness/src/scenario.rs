@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts, ScenarioKind};
-use crate::fleet::{Fleet, Host, Size};
+use crate::fleet::{Fleet, Host, Launch, Size};
 use crate::progress::Progress;
 use crate::report::{Failure, ScenarioResult, VerifyReport};
 
@@ -100,17 +100,14 @@ async fn run_scenario(
             apps: input.config.fleet.apps,
         };
         let slot = format!("s{index}");
-        let fleet = Fleet::start(
-            docker,
-            input.config,
-            input.image,
+        let launch = Launch {
+            image: input.image,
             size,
-            input.run_id,
-            &slot,
-            input.keep,
-            progress,
-        )
-        .await?;
+            run_id: input.run_id,
+            slot: &slot,
+            keep: input.keep,
+        };
+        let fleet = Fleet::start(docker, input.config, &launch, progress).await?;
         let mut debs = vec![input.new.path.as_path()];
         if let Some(p) = input.previous {
             debs.push(p.path.as_path());

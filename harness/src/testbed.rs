@@ -14,7 +14,7 @@ use bollard::Docker;
 
 use crate::config::{Config, Hosts};
 use crate::docker;
-use crate::fleet::{Fleet, Host, Size};
+use crate::fleet::{Fleet, Host, Launch, Size};
 use crate::progress::Progress;
 
 /// The stand-in, compiled in so the packaged binary can make a testbed too.
@@ -55,8 +55,19 @@ impl Testbed {
         keep: bool,
         progress: &Progress,
     ) -> Result<Testbed> {
-        let fleet =
-            Fleet::start(docker, config, image, size, run_id, "prod", keep, progress).await?;
+        let fleet = Fleet::start(
+            docker,
+            config,
+            &Launch {
+                image,
+                size,
+                run_id,
+                slot: "prod",
+                keep,
+            },
+            progress,
+        )
+        .await?;
         let mut config = config.clone();
         config.fleet.canaries = size.canaries;
         config.fleet.apps = size.apps;

@@ -360,11 +360,16 @@ async fn scap_example_fleet_is_what_scap_needs() {
         canaries: 1,
         apps: 1,
     };
-    let fleet = harness::fleet::Fleet::start(
-        &docker, &config, &image, size, &run_id, "scap", false, &progress,
-    )
-    .await
-    .expect("the scap example's fleet starts");
+    let launch = harness::fleet::Launch {
+        image: &image,
+        size,
+        run_id: &run_id,
+        slot: "scap",
+        keep: false,
+    };
+    let fleet = harness::fleet::Fleet::start(&docker, &config, &launch, &progress)
+        .await
+        .expect("the scap example's fleet starts");
 
     let user = config.fleet.user.clone();
     let repo = config.sync.repo.clone();
