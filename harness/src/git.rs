@@ -193,6 +193,16 @@ impl Repo {
             .collect())
     }
 
+    /// Tags whose commits HEAD contains: the releases of this line of
+    /// history (a maintenance branch does not see the next major's tags).
+    pub fn tags_in_history(&self) -> Result<Vec<String>> {
+        Ok(self
+            .git(&["tag", "--list", "--merged", "HEAD"])?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Non-merge commits reachable from HEAD but not from `from` (all of
     /// history when None), oldest first.
     pub fn commits_since(&self, from: Option<&str>) -> Result<Vec<Commit>> {

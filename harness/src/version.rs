@@ -61,7 +61,7 @@ pub fn next_version(previous: &str, bump: Bump) -> Result<String> {
     })
 }
 
-/// The greatest release tag (by Debian version order) and its upstream
+/// The greatest release tag in HEAD's history (by Debian version order) and its upstream
 /// version; tags that `package.tag_format` does not name are ignored.
 pub fn previous_release(repo: &Repo, config: &Config) -> Result<Option<(String, String)>> {
     release_below(repo, config, None)
@@ -74,7 +74,7 @@ fn release_below(
     below: Option<&Version>,
 ) -> Result<Option<(String, String)>> {
     let mut best: Option<(Version, String, String)> = None;
-    for tag in repo.tags()? {
+    for tag in repo.tags_in_history()? {
         let Some(upstream) = config.version_of_tag(&tag) else {
             continue;
         };
@@ -972,6 +972,25 @@ mod tests {
         );
         let none = config("[package]\ntag_format = \"release-{version}\"\n");
         assert_eq!(previous_release(&repo, &none).unwrap(), None);
+    }
+
+    #[test]
+    fn a_maintenance_branch_sees_only_its_own_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "a", "1\n", "First");
+        repo.tag_annotated("1.0.0", "t").unwrap();
+        commit_file(&repo, "a", "2\n", "Second");
+        repo.tag_annotated("2.0.0", "t").unwrap();
+        repo.git(&["switch", "-q", "-c", "maint-1", "1.0.0"])
+            .unwrap();
+        commit_file(&repo, "b", "fix\n", "A fix for 1.x");
+        let c = config("");
+        assert_eq!(
+            previous_release(&repo, &c).unwrap(),
+            Some(("1.0.0".into(), "1.0.0".into()))
+        );
+        assert_eq!(next_version("1.0.0", Bump::Patch).unwrap(), "1.0.1");
     }
 
     #[test]
