@@ -219,11 +219,10 @@ pub async fn remove_run(docker: &Docker, run_id: &str) -> Result<usize> {
 /// Removes what earlier runs left behind: resources whose owning process (on
 /// this machine) is gone. Live runs of other processes are left alone.
 pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
     let me = owner();
     let host = me.split(':').next().unwrap_or_default().to_string();
-    let is_stale = |labels: Option<&HashMap<String, String>>| -> bool {
-        let Some(owner) = labels.and_then(|l| l.get(LABEL_OWNER)) else {
+    let is_stale = |labels: &HashMap<String, String>| -> bool {
+        let Some(owner) = labels.get(LABEL_OWNER) else {
             return false;
         };
         let (h, pid) = owner.split_once(':').unwrap_or((owner, ""));
@@ -232,37 +231,12 @@ pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
             && pid.parse::<u32>().is_ok()
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     };
-    let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
-    let mut stale_runs = std::collections::BTreeSet::new();
-    for c in docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+    let stale_runs: std::collections::BTreeSet<String> = labelled(docker, LABEL_OWNER)
         .await?
-    {
-        if is_stale(c.labels.as_ref()) {
-            if let Some(run) = c.labels.as_ref().and_then(|l| l.get(LABEL_RUN)) {
-                stale_runs.insert(run.clone());
-            }
-        }
-    }
-    for n in docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?
-    {
-        if is_stale(n.labels.as_ref()) {
-            if let Some(run) = n.labels.as_ref().and_then(|l| l.get(LABEL_RUN)) {
-                stale_runs.insert(run.clone());
-            }
-        }
-    }
+        .into_iter()
+        .filter(|r| is_stale(&r.labels))
+        .filter_map(|r| r.labels.get(LABEL_RUN).cloned())
+        .collect();
     let mut removed = 0;
     for run in stale_runs {
         removed += remove_run(docker, &run).await?;
@@ -270,13 +244,19 @@ pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
     Ok(removed)
 }
 
-async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
-    use bollard::query_parameters::{
-        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    };
+/// A container or network the harness made.
+struct Resource {
+    network: bool,
+    id: String,
+    labels: HashMap<String, String>,
+}
+
+/// Containers, then networks (the order they can be removed in), that carry
+/// `label` (`key` or `key=value`).
+async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
     let filters = HashMap::from([("label", vec![label])]);
-    let mut removed = 0;
-    for c in docker
+    let containers = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
@@ -284,38 +264,55 @@ async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
                 .build(),
         ))
         .await?
-    {
-        if let Some(id) = c.id {
-            let opts = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match docker.remove_container(&id, Some(opts)).await {
-                Ok(()) => removed += 1,
-                // Already gone (a concurrent drop removed it): fine.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404 | 409,
-                    ..
-                }) => {}
-                Err(e) => return Err(e).context("removing a container"),
-            }
-        }
-    }
-    for n in docker
+        .into_iter()
+        .map(|c| (false, c.id, c.labels));
+    let networks = docker
         .list_networks(Some(
             ListNetworksOptionsBuilder::default()
                 .filters(&filters)
                 .build(),
         ))
         .await?
-    {
-        if let Some(id) = n.id {
-            match docker.remove_network(&id).await {
-                Ok(()) => removed += 1,
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => return Err(e).context("removing a network"),
+        .into_iter()
+        .map(|n| (true, n.id, n.labels));
+    Ok(containers
+        .chain(networks)
+        .filter_map(|(network, id, labels)| {
+            Some(Resource {
+                network,
+                id: id?,
+                labels: labels.unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
+    use bollard::errors::Error::DockerResponseServerError;
+    let mut removed = 0;
+    for r in labelled(docker, label).await? {
+        let result = if r.network {
+            docker.remove_network(&r.id).await
+        } else {
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            docker.remove_container(&r.id, Some(opts)).await
+        };
+        match result {
+            Ok(()) => removed += 1,
+            // Already gone, or a container already being removed (a
+            // concurrent drop): fine. A network still in use is not.
+            Err(DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(DockerResponseServerError {
+                status_code: 409, ..
+            }) if !r.network => {}
+            Err(e) => {
+                let what = if r.network { "network" } else { "container" };
+                return Err(e).with_context(|| format!("removing {what} {}", r.id));
             }
         }
     }
