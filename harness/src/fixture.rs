@@ -1,6 +1,6 @@
 //! The fixture release targets in `fixtures/`: `minideploy`, a small
-//! scap-like deploy tool packaged for Debian, and `minideploy-broken`, an
-//! overlay of the files that differ in a variant with a sync regression.
+//! scap-like deploy tool packaged for Debian, and `minideploy-broken`, the
+//! same with the sync regression of `fixtures/minideploy-broken.patch`.
 //! `materialize` turns one into a git repository that looks like a project
 //! between releases: a tagged previous release and commits since.
 
@@ -9,10 +9,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Fixture names, and the overlay each applies over the base fixture.
+/// Fixture names, and the patch each applies to the base fixture.
 const KNOWN: [(&str, Option<&str>); 2] = [
     ("minideploy", None),
-    ("minideploy-broken", Some("minideploy-broken")),
+    ("minideploy-broken", Some("minideploy-broken.patch")),
 ];
 const BASE: &str = "minideploy";
 
@@ -53,11 +53,11 @@ pub fn known() -> Vec<&'static str> {
     KNOWN.iter().map(|(name, _)| *name).collect()
 }
 
-/// Copies fixture `name` (with its overlay applied) into `dest/<name>`, makes
+/// Copies fixture `name` (with its patch applied) into `dest/<name>`, makes
 /// it a git repository on `main` with the release `PREVIOUS_TAG` tagged and
 /// three commits since, and returns the repository's path.
 pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
-    let Some((_, overlay)) = KNOWN.iter().find(|(known, _)| *known == name) else {
+    let Some((_, patch)) = KNOWN.iter().find(|(known, _)| *known == name) else {
         bail!(
             "unknown fixture `{name}`; the known fixtures are: {} (directories under {})",
             known().join(", "),
@@ -74,12 +74,12 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
     }
     let base = fixtures_dir().join(BASE);
     copy_tree(&base, &repo).with_context(|| format!("copying fixture `{name}`"))?;
-    if let Some(overlay) = overlay {
-        copy_tree(&fixtures_dir().join(overlay), &repo)
-            .with_context(|| format!("applying the overlay of fixture `{name}`"))?;
-    }
-
     git(&repo, &["init", "--quiet", "-b", "main"])?;
+    if let Some(patch) = patch {
+        let patch = fixtures_dir().join(patch);
+        git(&repo, &["apply", &patch.display().to_string()])
+            .with_context(|| format!("applying {} for fixture `{name}`", patch.display()))?;
+    }
     git(&repo, &["config", "user.name", "Fixture Maintainer"])?;
     git(&repo, &["config", "user.email", "fixture@example.org"])?;
     git(&repo, &["add", "--all"])?;
@@ -196,14 +196,14 @@ mod tests {
     }
 
     #[test]
-    fn broken_overlay_changes_the_sync() {
+    fn broken_patch_changes_the_sync() {
         let dest = tempfile::tempdir().unwrap();
         let good = materialize("minideploy", dest.path()).unwrap();
         let broken = materialize("minideploy-broken", dest.path()).unwrap();
         let read = |repo: &Path| std::fs::read_to_string(repo.join("minideploy/local.py")).unwrap();
         assert_ne!(read(&good), read(&broken));
         assert!(read(&broken).contains("if not os.path.lexists(paths.final):"));
-        // Only the overlaid file differs.
+        // Only the patched file differs.
         let diff = Command::new("git")
             .args(["diff", "--no-index", "--name-only"])
             .arg(good.join("minideploy"))
