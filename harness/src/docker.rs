@@ -155,22 +155,27 @@ pub type FileEntry = (String, Vec<u8>, u32);
 
 /// Writes files into a container by tar (parents created as needed).
 pub async fn put_files(docker: &Docker, container: &str, files: &[FileEntry]) -> Result<()> {
+    let entries = files
+        .iter()
+        .map(|(path, content, mode)| (path.trim_start_matches('/'), content.as_slice(), *mode));
+    upload_tar(docker, container, tar_of(entries)?).await
+}
+
+/// A tar archive of in-memory files (relative path, content, mode), with
+/// fixed times so equal inputs give equal archives.
+pub fn tar_of<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8], u32)>) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, content, mode) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(content.len() as u64);
-        header.set_mode(*mode);
+        header.set_mode(mode);
         header.set_mtime(0);
         header.set_cksum();
         builder
-            .append_data(
-                &mut header,
-                path.trim_start_matches('/'),
-                content.as_slice(),
-            )
+            .append_data(&mut header, path, content)
             .with_context(|| format!("packing {path}"))?;
     }
-    upload_tar(docker, container, builder.into_inner()?).await
+    Ok(builder.into_inner()?)
 }
 
 /// Unpacks a tar archive at the container's root.

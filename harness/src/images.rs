@@ -184,16 +184,7 @@ pub async fn role_image(
     progress(&format!(
         "image {tag}: building containers/{dir}/ on {base}"
     ));
-    let mut context = tar::Builder::new(Vec::new());
-    for (path, content, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(*mode);
-        header.set_mtime(0);
-        header.set_cksum();
-        context.append_data(&mut header, path, *content)?;
-    }
-    let context = context.into_inner()?;
+    let context = crate::docker::tar_of(files.iter().map(|(p, c, m)| (*p, *c, *m)))?;
     let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(&tag)
