@@ -46,6 +46,34 @@ pub struct CheckResult {
     pub detail: String,
 }
 
+impl CheckResult {
+    /// `verdict  name  detail`, as the gate summary, promote and status show it.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<12} {:<22} {}",
+            self.verdict.word(),
+            self.name,
+            self.detail
+        )
+    }
+}
+
+/// A check over hosts: any failure fails it, hosts that did not answer make
+/// it inconclusive, otherwise it passes with `passed`.
+fn over_hosts(name: &str, failed: &[String], silent: &[&str], passed: String) -> CheckResult {
+    if !failed.is_empty() {
+        check(name, Verdict::Fail, failed.join("; "))
+    } else if !silent.is_empty() {
+        check(
+            name,
+            Verdict::Inconclusive,
+            format!("no answer from {}", silent.join(", ")),
+        )
+    } else {
+        check(name, Verdict::Pass, passed)
+    }
+}
+
 fn check(name: &str, verdict: Verdict, detail: impl Into<String>) -> CheckResult {
     CheckResult {
         name: name.to_string(),
@@ -70,12 +98,7 @@ impl GateReport {
     pub fn summary(&self) -> String {
         let mut out = format!("gate: {}\n", self.verdict().word());
         for c in &self.checks {
-            out.push_str(&format!(
-                "  {:<12} {:<22} {}\n",
-                c.verdict.word(),
-                c.name,
-                c.detail
-            ));
+            out.push_str(&format!("  {}\n", c.line()));
         }
         out
     }
@@ -219,29 +242,21 @@ async fn canaries_on_version(config: &Config, record: &Record) -> CheckResult {
         .filter(|h| !versions.contains_key(*h))
         .map(String::as_str)
         .collect();
-    if !wrong.is_empty() {
-        check(
-            name,
-            Verdict::Fail,
-            format!(
-                "expected {} on every canary: {}",
-                record.version,
-                wrong.join(", ")
-            ),
-        )
-    } else if !silent.is_empty() {
-        check(
-            name,
-            Verdict::Inconclusive,
-            format!("no answer from {}", silent.join(", ")),
-        )
+    let wrong: Vec<String> = if wrong.is_empty() {
+        wrong
     } else {
-        check(
-            name,
-            Verdict::Pass,
-            format!("{} on {}", record.version, hosts.join(", ")),
-        )
-    }
+        vec![format!(
+            "expected {} on every canary: {}",
+            record.version,
+            wrong.join(", ")
+        )]
+    };
+    over_hosts(
+        name,
+        &wrong,
+        &silent,
+        format!("{} on {}", record.version, hosts.join(", ")),
+    )
 }
 
 /// The sha256 of the package the fleet's apt would fetch for this version,
@@ -379,21 +394,12 @@ async fn command_check(config: &Config, name: &str, command: &str) -> CheckResul
         .filter(|h| !answers.contains_key(*h))
         .map(String::as_str)
         .collect();
-    if !failed.is_empty() {
-        check(name, Verdict::Fail, failed.join("; "))
-    } else if !silent.is_empty() {
-        check(
-            name,
-            Verdict::Inconclusive,
-            format!("no answer from {}", silent.join(", ")),
-        )
-    } else {
-        check(
-            name,
-            Verdict::Pass,
-            format!("`{command}` exited 0 on {}", hosts.join(", ")),
-        )
-    }
+    over_hosts(
+        name,
+        &failed,
+        &silent,
+        format!("`{command}` exited 0 on {}", hosts.join(", ")),
+    )
 }
 
 /// A Prometheus instant query; every returned sample must satisfy

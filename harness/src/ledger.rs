@@ -671,6 +671,28 @@ mod tests {
         repo
     }
 
+    /// Two clones `a` and `b` of one shared bare repository holding a tagged
+    /// release: two CI runners that share a remote.
+    fn clones_of_one_remote(dir: &Path) -> [Ledger; 2] {
+        let origin = tagged_repo(&dir.join("origin"));
+        let bare = dir.join("shared.git");
+        origin
+            .git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()])
+            .unwrap();
+        ["a", "b"].map(|name| {
+            let path = dir.join(name);
+            origin
+                .git(&[
+                    "clone",
+                    "--quiet",
+                    bare.to_str().unwrap(),
+                    path.to_str().unwrap(),
+                ])
+                .unwrap();
+            Ledger::open(&Repo::open(&path).unwrap()).unwrap()
+        })
+    }
+
     fn new_record(ledger: &Ledger) {
         ledger
             .update("1.0.0", |r| {
@@ -707,26 +729,7 @@ mod tests {
     #[test]
     fn writers_through_a_remote_see_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = tagged_repo(&dir.path().join("origin"));
-        let bare = dir.path().join("shared.git");
-        origin
-            .git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()])
-            .unwrap();
-        let clone = |name: &str| {
-            let path = dir.path().join(name);
-            origin
-                .git(&[
-                    "clone",
-                    "--quiet",
-                    bare.to_str().unwrap(),
-                    path.to_str().unwrap(),
-                ])
-                .unwrap();
-            let repo = Repo::open(&path).unwrap();
-            Ledger::open(&repo).unwrap()
-        };
-        let a = clone("a");
-        let b = clone("b");
+        let [a, b] = clones_of_one_remote(dir.path());
         assert_eq!(a.remote.as_deref(), Some("origin"));
         new_record(&a);
         let ia = a.start_step("1.0.0", Step::start(StepKind::Gate)).unwrap();
@@ -745,24 +748,7 @@ mod tests {
     #[test]
     fn one_lock_at_a_time_across_clones() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = tagged_repo(&dir.path().join("origin"));
-        let bare = dir.path().join("shared.git");
-        origin
-            .git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()])
-            .unwrap();
-        let mut ledgers = Vec::new();
-        for name in ["a", "b"] {
-            let path = dir.path().join(name);
-            origin
-                .git(&[
-                    "clone",
-                    "--quiet",
-                    bare.to_str().unwrap(),
-                    path.to_str().unwrap(),
-                ])
-                .unwrap();
-            ledgers.push(Ledger::open(&Repo::open(&path).unwrap()).unwrap());
-        }
+        let ledgers = clones_of_one_remote(dir.path());
         let held = ledgers[0].lock("promote", "1.0.0", false).unwrap();
         assert!(held.took_over.is_none());
         let err = ledgers[1].lock("promote", "1.0.0", false).unwrap_err();

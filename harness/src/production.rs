@@ -336,12 +336,7 @@ async fn promote_locked(
     })?;
     progress.finish_step(verdict == Verdict::Pass || forced);
     for c in &gate.checks {
-        progress.note(&format!(
-            "{:<12} {:<18} {}",
-            c.verdict.word(),
-            c.name,
-            c.detail
-        ));
+        progress.note(&c.line());
     }
     if !forced {
         match verdict {
@@ -972,12 +967,7 @@ pub fn render_status(releases: &[ReleaseStatus]) -> String {
         if !r.last_gate.is_empty() {
             out.push_str(&format!("  gate (last of {}):\n", r.gate_evaluations));
             for c in &r.last_gate {
-                out.push_str(&format!(
-                    "    {:<12} {:<18} {}\n",
-                    c.verdict.word(),
-                    c.name,
-                    c.detail
-                ));
+                out.push_str(&format!("    {}\n", c.line()));
             }
         }
         for u in &r.unfinished {
