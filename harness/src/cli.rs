@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::ScenarioKind;
-use crate::progress::Progress;
+use crate::release::version::{Bump, VersionRequest};
 use crate::release::{self, Cleanup, ReleaseOptions, VerifyFailed};
-use crate::version::{Bump, VersionRequest};
+use crate::support::progress::Progress;
 
 /// Exit codes a CI job can tell apart.
 pub mod exit {
@@ -300,7 +300,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                 out: args.out.clone(),
                 keep: args.keep,
                 scenarios: args.scenarios.iter().map(|s| (*s).into()).collect(),
-                run_id: crate::docker::new_run_id(),
+                run_id: crate::support::docker::new_run_id(),
             };
             let json = args.json;
             let cleanup = Arc::new(Mutex::new(Cleanup::default()));
@@ -361,7 +361,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
             }
         }
         Command::Bench(args) => {
-            let opts = crate::bench::BenchOptions {
+            let opts = crate::verify::bench::BenchOptions {
                 app_counts: if args.apps.is_empty() {
                     vec![4, 30]
                 } else {
@@ -370,7 +370,7 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
                 verify: !args.no_verify,
                 json: args.json,
             };
-            match crate::bench::run(&opts, &progress).await {
+            match crate::verify::bench::run(&opts, &progress).await {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     progress.finish_step(false);
@@ -531,10 +531,10 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
         }
         Command::Sweep(args) => {
             let result = async {
-                let docker = crate::docker::connect().await?;
-                let mut n = crate::docker::sweep_stale(&docker).await?;
+                let docker = crate::support::docker::connect().await?;
+                let mut n = crate::support::docker::sweep_stale(&docker).await?;
                 if let Some(run) = &args.run {
-                    n += crate::docker::remove_run(&docker, run).await?;
+                    n += crate::support::docker::remove_run(&docker, run).await?;
                 }
                 anyhow::Ok(n)
             }
@@ -554,18 +554,18 @@ async fn dispatch(cli: Cli, progress: Progress) -> i32 {
 }
 
 /// The project whose ledger promote, rollback and status read.
-fn ledger_project(cli: &Cli) -> anyhow::Result<(crate::git::Repo, crate::config::Config)> {
+fn ledger_project(cli: &Cli) -> anyhow::Result<(crate::support::git::Repo, crate::config::Config)> {
     let project = match &cli.project {
         Some(p) => p.clone(),
         None => std::env::current_dir()?,
     };
     let config = crate::config::Config::load(&project)?;
-    let repo = crate::git::Repo::open(&project)?;
+    let repo = crate::support::git::Repo::open(&project)?;
     Ok((repo, config))
 }
 
 async fn clean_up(cleanup: &Arc<Mutex<Cleanup>>) {
-    let docker = crate::docker::connect().await.ok();
+    let docker = crate::support::docker::connect().await.ok();
     let mut taken = std::mem::take(&mut *cleanup.lock().unwrap());
     taken.run(docker.as_ref()).await;
 }

@@ -34,8 +34,8 @@ async fn ctrl_c_during_verify_removes_the_fleet() {
         .unwrap();
     let owner = format!(
         "{}={}:{}",
-        harness::docker::LABEL_OWNER,
-        harness::docker::owner().split(':').next().unwrap(),
+        harness::support::docker::LABEL_OWNER,
+        harness::support::docker::owner().split(':').next().unwrap(),
         child.id()
     );
     // Wait until the fleet is up, then interrupt as a terminal would.
@@ -97,11 +97,13 @@ async fn keep_leaves_the_fleet_up_and_sweep_removes_it() {
         .unwrap_or_else(|| panic!("no directions for the kept fleet:\n{stderr}"))
         .to_string();
     assert!(stderr.contains("docker exec -it "), "{stderr}");
-    let label = format!("{}={run}", harness::docker::LABEL_RUN);
+    let label = format!("{}={run}", harness::support::docker::LABEL_RUN);
     assert_eq!(containers_with(&docker, &label).await, 7, "the kept fleet");
 
     // A later run's sweep leaves a kept fleet alone ...
-    harness::docker::sweep_stale(&docker).await.unwrap();
+    harness::support::docker::sweep_stale(&docker)
+        .await
+        .unwrap();
     assert_eq!(containers_with(&docker, &label).await, 7);
     // ... and `sweep --run` removes it.
     let swept = Command::new(env!("CARGO_BIN_EXE_release-harness"))

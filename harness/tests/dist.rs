@@ -116,15 +116,15 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
 
     // A bare bookworm with the package's Depends and nothing else.
     let say = |line: &str| eprintln!("  {line}");
-    let depends = harness::images::deb_depends(&deb).unwrap();
-    let image = harness::images::base_image(&docker, "bookworm", &depends, &say)
+    let depends = harness::support::images::deb_depends(&deb).unwrap();
+    let image = harness::support::images::base_image(&docker, "bookworm", &depends, &say)
         .await
         .expect("an image with the package's Depends");
     let (repo, tag) = image.rsplit_once(':').unwrap();
-    let run_id = harness::docker::new_run_id();
+    let run_id = harness::support::docker::new_run_id();
     let container = GenericImage::new(repo, tag)
         .with_container_name(format!("rh-{run_id}-dist"))
-        .with_labels(harness::docker::run_labels(&run_id))
+        .with_labels(harness::support::docker::run_labels(&run_id))
         .start()
         .await
         .expect("a container from the image");
@@ -137,7 +137,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
         std::fs::read(&deb).unwrap(),
         0o644,
     ));
-    harness::docker::put_files(&docker, &id, &files)
+    harness::support::docker::put_files(&docker, &id, &files)
         .await
         .unwrap();
 
@@ -145,7 +145,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
         let docker = docker.clone();
         let id = id.clone();
         async move {
-            harness::docker::exec(&docker, &id, None, script)
+            harness::support::docker::exec(&docker, &id, None, script)
                 .await
                 .unwrap()
         }

@@ -351,23 +351,23 @@ async fn scap_example_fleet_is_what_scap_needs() {
     let _heavy = support::HEAVY.lock().await;
     let config = scap_example();
     let say = |line: &str| eprintln!("  {line}");
-    let image = harness::images::fleet_image(&docker, &config, &[], &say)
+    let image = harness::support::images::fleet_image(&docker, &config, &[], &say)
         .await
         .expect("the fleet image");
-    let run_id = harness::docker::new_run_id();
-    let progress = harness::progress::Progress::silent();
-    let size = harness::fleet::Size {
+    let run_id = harness::support::docker::new_run_id();
+    let progress = harness::support::progress::Progress::silent();
+    let size = harness::verify::fleet::Size {
         canaries: 1,
         apps: 1,
     };
-    let launch = harness::fleet::Launch {
+    let launch = harness::verify::fleet::Launch {
         image: &image,
         size,
         run_id: &run_id,
         slot: "scap",
         keep: false,
     };
-    let fleet = harness::fleet::Fleet::start(&docker, &config, &launch, &progress)
+    let fleet = harness::verify::fleet::Fleet::start(&docker, &config, &launch, &progress)
         .await
         .expect("the scap example's fleet starts");
 

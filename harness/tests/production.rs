@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use harness::config::{Config, RolloutTool};
-use harness::fleet::Size;
-use harness::git::Repo;
 use harness::ledger::{self, Actor, Ledger, LockHolder, Outcome, Step, StepKind};
+use harness::production::testbed::{self, Testbed};
 use harness::production::{
     self, PromoteOptions, PromoteOutcome, ReleaseFacts, RollbackOptions, State,
 };
-use harness::progress::Progress;
-use harness::report::VerifyReport;
-use harness::testbed::{self, Testbed};
+use harness::support::git::Repo;
+use harness::support::progress::Progress;
+use harness::verify::fleet::Size;
+use harness::verify::report::VerifyReport;
 use sha2::{Digest, Sha256};
 
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -98,11 +98,11 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         eprintln!("skipped: RELEASE_HARNESS_SKIP_DOCKER=1");
         return None;
     }
-    let docker = harness::docker::connect()
+    let docker = harness::support::docker::connect()
         .await
         .unwrap_or_else(|e| panic!("these tests need a Docker engine: {e:#}"));
     let dir = tempfile::tempdir().unwrap();
-    let path = harness::fixture::materialize("minideploy", dir.path()).unwrap();
+    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
     let repo = Repo::open(&path).unwrap();
     repo.tag_annotated(TAG, "Release 0.2.0").unwrap();
     let mut config = Config::load(&path).unwrap();
@@ -111,7 +111,7 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
     config.gate.min_soak_secs = 0;
     tune(&mut config);
     let progress = Progress::new(false);
-    let image = harness::images::fleet_image(&docker, &config, &[], &progress.reporter())
+    let image = harness::support::images::fleet_image(&docker, &config, &[], &progress.reporter())
         .await
         .unwrap();
     let previous = testbed::make_deb(&dir.path().join("previous"), "minideploy", PREVIOUS).unwrap();
@@ -135,7 +135,7 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         built_at: ledger::now(),
         verified_at: ledger::now(),
     };
-    let run_id = harness::docker::new_run_id();
+    let run_id = harness::support::docker::new_run_id();
     let size = Size {
         canaries: 2,
         apps: 3,
@@ -176,7 +176,7 @@ where
 }
 
 /// Runs a script on the testbed's cumin host.
-async fn on_cumin_host(env: &Env, script: &str) -> harness::docker::ExecOutput {
+async fn on_cumin_host(env: &Env, script: &str) -> harness::support::docker::ExecOutput {
     env.tb
         .fleet
         .exec(env.tb.cumin_host(), None, script)
@@ -230,7 +230,7 @@ async fn tag_canaries_soak_promote_rollback() {
                         gate.checks
                             .iter()
                             .filter(|c| c.name != "soak")
-                            .all(|c| c.verdict == harness::gate::Verdict::Pass),
+                            .all(|c| c.verdict == harness::production::gate::Verdict::Pass),
                         "{}",
                         gate.summary()
                     );
@@ -307,7 +307,7 @@ async fn debdeploy_exit_0_does_not_hide_a_failed_canary() {
         let config = env.config();
         env.hold_dpkg_lock("canary2").await;
         // debdeploy itself says all is well.
-        let spec = harness::rollout::update_spec(config, NEW, false).unwrap();
+        let spec = harness::production::rollout::update_spec(config, NEW, false).unwrap();
         let out = on_cumin_host(
             &env,
             &format!(
@@ -417,7 +417,7 @@ async fn a_canary_downgraded_by_hand_blocks_promote_until_forced() {
                         .iter()
                         .find(|c| c.name == "canary versions")
                         .unwrap();
-                    assert_eq!(c.verdict, harness::gate::Verdict::Fail);
+                    assert_eq!(c.verdict, harness::production::gate::Verdict::Fail);
                     assert!(c.detail.contains("canary1 has 0.1.0-1"), "{c:?}");
                 }
                 other => panic!("expected blocked, got {other:?}"),
@@ -509,7 +509,7 @@ async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back()
                     let c = gate.checks.iter().find(|c| c.name == "artifact").unwrap();
                     assert_eq!(
                         c.verdict,
-                        harness::gate::Verdict::Fail,
+                        harness::production::gate::Verdict::Fail,
                         "{}",
                         gate.summary()
                     );
@@ -784,7 +784,7 @@ async fn cumin_tool_names_a_failed_host_and_promote_goes_on_from_there() {
 #[test]
 fn cli_exit_codes_on_an_empty_ledger() {
     let dir = tempfile::tempdir().unwrap();
-    let path = harness::fixture::materialize("minideploy", dir.path()).unwrap();
+    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_release-harness"))
             .args(args)

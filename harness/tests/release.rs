@@ -7,9 +7,9 @@ mod support;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use harness::progress::Progress;
+use harness::release::version::{Bump, VersionRequest};
 use harness::release::{self, Cleanup, ReleaseOptions, VerifyFailed};
-use harness::version::{Bump, VersionRequest};
+use harness::support::progress::Progress;
 
 fn options(repo: &std::path::Path, out: &std::path::Path) -> ReleaseOptions {
     ReleaseOptions {
@@ -21,7 +21,7 @@ fn options(repo: &std::path::Path, out: &std::path::Path) -> ReleaseOptions {
         out: out.to_path_buf(),
         keep: false,
         scenarios: Vec::new(),
-        run_id: harness::docker::new_run_id(),
+        run_id: harness::support::docker::new_run_id(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: the harness CLI as a Debian package (cargo-deb, with
 //! `[package.metadata.deb]` of harness/Cargo.toml) in `target/dist/`, beside
 //! its `SHA256SUMS` and build log. It is the harness's own cargo-deb builder
-//! (`harness::build`) pointed at the harness crate, so the harness ships with
+//! (`harness::release::build`) pointed at the harness crate, so the harness ships with
 //! the code path it offers to Rust projects.
 
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ pub fn dist(out: &Path) -> Result<PathBuf> {
         let docker = bollard::Docker::connect_with_defaults()
             .context("setting up the Docker client (DOCKER_HOST?)")?;
         let say = |line: &str| eprintln!("  {line}");
-        harness::build::build(&docker, &config, &crate_dir, out, &say).await
+        harness::release::build::build(&docker, &config, &crate_dir, out, &say).await
     })?;
     Ok(built.deb().to_path_buf())
 }

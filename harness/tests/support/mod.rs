@@ -13,7 +13,7 @@ pub async fn docker() -> Option<bollard::Docker> {
         eprintln!("RELEASE_HARNESS_SKIP_DOCKER is set: skipping a container test");
         return None;
     }
-    match harness::docker::connect().await {
+    match harness::support::docker::connect().await {
         Ok(d) => Some(d),
         Err(e) => panic!(
             "this test needs a Docker engine and none answers:\n{e:#}\n\
@@ -28,7 +28,7 @@ pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A fixture materialized as a git repository with a previous release tag.
 pub fn fixture_repo(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let repo = harness::fixture::materialize(name, &dir.path().join(name)).unwrap();
+    let repo = harness::release::fixture::materialize(name, &dir.path().join(name)).unwrap();
     (dir, repo)
 }
 
@@ -60,7 +60,11 @@ pub fn repo_state(repo: &Path) -> String {
 /// Containers and networks that carry the harness's labels and belong to this
 /// run (other runs on a shared engine are not ours to count).
 pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
-    let (c, n) = labelled(docker, &format!("{}={run_id}", harness::docker::LABEL_RUN)).await;
+    let (c, n) = labelled(
+        docker,
+        &format!("{}={run_id}", harness::support::docker::LABEL_RUN),
+    )
+    .await;
     c + n
 }
 

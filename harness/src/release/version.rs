@@ -12,7 +12,7 @@ use debian_changelog::{ChangeLog, Urgency};
 use debversion::Version;
 
 use crate::config::{Config, VersionFile};
-use crate::git::{Commit, Repo};
+use crate::support::git::{Commit, Repo};
 
 const CHANGELOG: &str = "debian/changelog";
 /// Debian's changelog lines stay under 80 columns (lintian warns otherwise).
@@ -887,7 +887,7 @@ fn check_not_dirty(project: &Path, repo: &Repo, edits: &[FileEdit]) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::testing::{commit_file, init, write};
+    use crate::support::git::testing::{commit_file, init, write};
 
     fn config(toml: &str) -> Config {
         Config::parse(toml, Path::new("release.toml")).unwrap()

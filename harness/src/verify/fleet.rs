@@ -17,8 +17,8 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage};
 
 use crate::config::{Config, Hosts};
-use crate::docker::{self, ExecOutput};
-use crate::progress::Progress;
+use crate::support::docker::{self, ExecOutput};
+use crate::support::progress::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

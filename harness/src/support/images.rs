@@ -54,17 +54,17 @@ const ROLES: &[(&str, &[RoleFile])] = &[(
     &[
         (
             "Dockerfile",
-            include_bytes!("../../containers/fleet/Dockerfile"),
+            include_bytes!("../../../containers/fleet/Dockerfile"),
             0o644,
         ),
         (
             "entrypoint.sh",
-            include_bytes!("../../containers/fleet/entrypoint.sh"),
+            include_bytes!("../../../containers/fleet/entrypoint.sh"),
             0o755,
         ),
         (
             "sshd.conf",
-            include_bytes!("../../containers/fleet/sshd.conf"),
+            include_bytes!("../../../containers/fleet/sshd.conf"),
             0o644,
         ),
     ],
@@ -184,7 +184,7 @@ pub async fn role_image(
     progress(&format!(
         "image {tag}: building containers/{dir}/ on {base}"
     ));
-    let context = crate::docker::tar_of(files.iter().map(|(p, c, m)| (*p, *c, *m)))?;
+    let context = crate::support::docker::tar_of(files.iter().map(|(p, c, m)| (*p, *c, *m)))?;
     let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(&tag)
@@ -800,7 +800,7 @@ pub(crate) async fn docker_for_tests(test: &str) -> Option<Docker> {
         eprintln!("skipped {test}: RELEASE_HARNESS_SKIP_DOCKER=1");
         return None;
     }
-    match crate::docker::connect().await {
+    match crate::support::docker::connect().await {
         Ok(d) => Some(d),
         Err(e) => panic!("{test} needs a Docker engine: {e:#}"),
     }
@@ -969,9 +969,9 @@ E: Unable to correct problems, you have held broken packages.";
             .unwrap();
         assert_eq!(image, again);
 
-        let run_id = crate::docker::new_run_id();
+        let run_id = crate::support::docker::new_run_id();
         let network = format!("rh-images-{run_id}");
-        crate::docker::create_network(&docker, &network, &run_id)
+        crate::support::docker::create_network(&docker, &network, &run_id)
             .await
             .unwrap();
         let result = async {
@@ -988,7 +988,7 @@ E: Unable to correct problems, you have held broken packages.";
                         bollard::models::ContainerCreateBody {
                             image: Some(image.clone()),
                             hostname: Some(hostname.into()),
-                            labels: Some(crate::docker::run_labels(&run_id)),
+                            labels: Some(crate::support::docker::run_labels(&run_id)),
                             host_config: Some(bollard::models::HostConfig {
                                 network_mode: Some(network.clone()),
                                 ..Default::default()
@@ -1003,7 +1003,7 @@ E: Unable to correct problems, you have held broken packages.";
             let b = format!("rh-images-{run_id}-b");
             let run = |container: String, script: String| {
                 let docker = docker.clone();
-                async move { crate::docker::exec(&docker, &container, None, &script).await }
+                async move { crate::support::docker::exec(&docker, &container, None, &script).await }
             };
             // The host name (not only the container name) resolves, and sshd answers there.
             let scan = run(
@@ -1041,7 +1041,9 @@ E: Unable to correct problems, you have held broken packages.";
             anyhow::Ok(())
         }
         .await;
-        crate::docker::remove_run(&docker, &run_id).await.unwrap();
+        crate::support::docker::remove_run(&docker, &run_id)
+            .await
+            .unwrap();
         result.unwrap();
     }
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, Hosts};
-use crate::fleet::{Fleet, Launch, Size};
-use crate::progress::Progress;
-use crate::scenario::{self, Deb, VerifyInput};
-use crate::{build, docker, fixture, images};
+use crate::support::progress::Progress;
+use crate::verify::fleet::{Fleet, Launch, Size};
+use crate::verify::scenario::{self, Deb, VerifyInput};
+use crate::{release::build, release::fixture, support::docker, support::images};
 
 pub struct BenchOptions {
     /// App-host counts to measure (each with the configured canaries).

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, GateCheck};
 use crate::ledger::{self, Record, StepKind};
-use crate::progress::Progress;
-use crate::rollout;
+use crate::production::rollout;
+use crate::support::progress::Progress;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -539,7 +539,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 fn human(secs: u64) -> String {
-    crate::progress::format_duration(Duration::from_secs(secs))
+    crate::support::progress::format_duration(Duration::from_secs(secs))
 }
 
 #[cfg(test)]

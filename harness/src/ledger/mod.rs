@@ -30,9 +30,9 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::gate::CheckResult;
-use crate::git::Repo;
-use crate::rollout::HostResult;
+use crate::production::gate::CheckResult;
+use crate::production::rollout::HostResult;
+use crate::support::git::Repo;
 
 pub const NOTES_REF: &str = "refs/notes/release-harness";
 pub const LOCK_REF: &str = "refs/release-harness/lock";
@@ -422,7 +422,7 @@ impl Ledger {
                 since: now(),
                 expires: (Utc::now() + chrono::Duration::seconds(LOCK_LEASE_SECS))
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
-                token: crate::docker::new_run_id() + &format!("{:x}", rand_bits()),
+                token: crate::support::docker::new_run_id() + &format!("{:x}", rand_bits()),
             };
             let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
             let message = serde_json::to_string_pretty(&holder)?;
@@ -662,7 +662,7 @@ fn rand_bits() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::testing;
+    use crate::support::git::testing;
 
     fn tagged_repo(dir: &Path) -> Repo {
         let repo = testing::init(dir);

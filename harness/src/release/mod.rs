@@ -3,20 +3,24 @@
 //! step leaves nothing half-done: no release commit or tag, no container, no
 //! production call.
 
+pub mod build;
+pub mod fixture;
+pub mod version;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
-use crate::build::{self, BuildOutput};
 use crate::config::{Builder, Config, ScenarioKind};
-use crate::git::Repo;
-use crate::progress::Progress;
-use crate::report::VerifyReport;
-use crate::scenario::{self, Deb, VerifyInput};
-use crate::version::{self, VersionRequest};
-use crate::{docker, fixture, images};
+use crate::release::build::BuildOutput;
+use crate::release::version::VersionRequest;
+use crate::support::git::Repo;
+use crate::support::progress::Progress;
+use crate::support::{docker, images};
+use crate::verify::report::VerifyReport;
+use crate::verify::scenario::{self, Deb, VerifyInput};
 
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions {
@@ -270,7 +274,7 @@ pub async fn release(
     }
 
     let verified_at = crate::ledger::now();
-    let canary_plan: Vec<String> = crate::rollout::describe(
+    let canary_plan: Vec<String> = crate::production::rollout::describe(
         &config,
         &config.rollout.canaries,
         &bumped.debian_version,

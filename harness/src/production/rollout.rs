@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, RolloutTool};
-use crate::docker::ExecOutput;
-use crate::progress::Progress;
+use crate::support::docker::ExecOutput;
+use crate::support::progress::Progress;
 
 /// Upper bound on one deploy call (debdeploy and cumin have none of their
 /// own: a hung client would block the rollout forever).

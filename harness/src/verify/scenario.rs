@@ -10,9 +10,9 @@ use anyhow::{bail, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts, ScenarioKind};
-use crate::fleet::{Fleet, Host, Launch, Size};
-use crate::progress::Progress;
-use crate::report::{Failure, ScenarioResult, VerifyReport};
+use crate::support::progress::Progress;
+use crate::verify::fleet::{Fleet, Host, Launch, Size};
+use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
 /// A built package and its full Debian version.
 #[derive(Debug, Clone)]
@@ -175,12 +175,13 @@ impl Scenario {
             }
             ScenarioKind::MixedFleet => {
                 let old = input.previous.unwrap().version.clone();
-                let (upgraded, behind): (Vec<&Host>, Vec<&Host>) =
-                    all.iter().partition(|h| h.role != crate::fleet::Role::App);
+                let (upgraded, behind): (Vec<&Host>, Vec<&Host>) = all
+                    .iter()
+                    .partition(|h| h.role != crate::verify::fleet::Role::App);
                 self.install(fleet, &upgraded, new).await?;
                 self.install(fleet, &behind, &old).await?;
                 let expected = |h: &Host| {
-                    if h.role == crate::fleet::Role::App {
+                    if h.role == crate::verify::fleet::Role::App {
                         old.clone()
                     } else {
                         new.clone()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::progress::format_duration;
+use crate::support::progress::format_duration;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {

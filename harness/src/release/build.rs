@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Builder, Config};
-use crate::docker;
-use crate::images::{self, indent, tail};
+use crate::support::docker;
+use crate::support::images::{self, indent, tail};
 
 /// Where the project goes in the builder; dpkg-buildpackage writes the
 /// packages into the parent, `/build`.

@@ -13,15 +13,15 @@ use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts};
-use crate::docker;
-use crate::fleet::{Fleet, Host, Launch, Size};
-use crate::progress::Progress;
+use crate::support::docker;
+use crate::support::progress::Progress;
+use crate::verify::fleet::{Fleet, Host, Launch, Size};
 
 /// The stand-in, compiled in so the packaged binary can make a testbed too.
-const DEBDEPLOY_SERVER: &[u8] = include_bytes!("../../containers/debdeploy/debdeploy");
-const DEBDEPLOY_CLIENT: &[u8] = include_bytes!("../../containers/debdeploy/debdeploy-deploy");
+const DEBDEPLOY_SERVER: &[u8] = include_bytes!("../../../containers/debdeploy/debdeploy");
+const DEBDEPLOY_CLIENT: &[u8] = include_bytes!("../../../containers/debdeploy/debdeploy-deploy");
 const DEBDEPLOY_PKGVERSION: &[u8] =
-    include_bytes!("../../containers/debdeploy/debdeploy-pkgversion");
+    include_bytes!("../../../containers/debdeploy/debdeploy-pkgversion");
 
 /// A .deb and its full Debian version.
 #[derive(Debug, Clone)]

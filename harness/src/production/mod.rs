@@ -3,6 +3,10 @@
 //! Each step is recorded in the ledger before and after it runs, under the
 //! production lock; a step found cut off is reported and resumed.
 
+pub mod gate;
+pub mod rollout;
+pub mod testbed;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -10,11 +14,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::gate::{self, CheckResult, GateReport, Verdict};
-use crate::git::Repo;
 use crate::ledger::{self, Ledger, Lock, Outcome, Record, Step, StepKind};
-use crate::progress::{format_duration, Progress};
-use crate::rollout::{self, DeployReport, HostResult};
+use crate::production::gate::{CheckResult, GateReport, Verdict};
+use crate::production::rollout::{DeployReport, HostResult};
+use crate::support::git::Repo;
+use crate::support::progress::{format_duration, Progress};
 
 /// What the release flow knows when it reaches the canary step.
 #[derive(Debug, Clone)]
