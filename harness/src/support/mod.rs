@@ -4,4 +4,5 @@
 pub mod docker;
 pub mod git;
 pub mod images;
+pub mod process;
 pub mod progress;
