@@ -23,225 +23,27 @@
 //! both hold it. A lock whose holder is gone (its lease expired, or its
 //! process on this machine is dead) is taken over with a report.
 
+mod record;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::production::gate::CheckResult;
-use crate::production::rollout::HostResult;
+use self::record::hostname;
+pub use self::record::{
+    now, parse_time, Actor, CheckResult, HostResult, Outcome, Record, Step, StepKind, Verdict,
+};
 use crate::support::git::Repo;
 
 pub const NOTES_REF: &str = "refs/notes/release-harness";
 pub const LOCK_REF: &str = "refs/release-harness/lock";
 /// How long a lock holds without its holder being seen as gone.
 pub const LOCK_LEASE_SECS: i64 = 2 * 3600;
-const FORMAT: u32 = 1;
 const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 const MAX_ATTEMPTS: usize = 20;
-
-/// Who ran a step.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Actor {
-    pub user: String,
-    pub host: String,
-    pub pid: u32,
-    /// The CI job, when run by one (`CI_JOB_URL`, `CI_JOB_ID`, `GITHUB_RUN_ID`).
-    #[serde(default)]
-    pub ci_job: Option<String>,
-}
-
-impl Actor {
-    pub fn current() -> Actor {
-        let env = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-        };
-        Actor {
-            user: env(&["GITLAB_USER_LOGIN", "GITHUB_ACTOR", "USER", "LOGNAME"])
-                .unwrap_or_else(|| "unknown".into()),
-            host: hostname(),
-            pid: std::process::id(),
-            ci_job: env(&["CI_JOB_URL", "CI_JOB_ID", "GITHUB_RUN_ID"]),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let job = self
-            .ci_job
-            .as_ref()
-            .map(|j| format!(", CI job {j}"))
-            .unwrap_or_default();
-        format!("{} on {} (pid {}{job})", self.user, self.host, self.pid)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepKind {
-    Tagged,
-    Built,
-    Verified,
-    Canary,
-    Gate,
-    Promote,
-    Batch,
-    Rollback,
-}
-
-impl StepKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StepKind::Tagged => "tagged",
-            StepKind::Built => "built",
-            StepKind::Verified => "verified",
-            StepKind::Canary => "canary",
-            StepKind::Gate => "gate",
-            StepKind::Promote => "promote",
-            StepKind::Batch => "batch",
-            StepKind::Rollback => "rollback",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-    /// The gate said no.
-    Blocked,
-    /// The gate said not yet.
-    Soaking,
-    /// Done despite the gate, with a reason.
-    Forced,
-    /// A later run found it started and not finished.
-    Interrupted,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Step {
-    pub kind: StepKind,
-    pub started_at: String,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    #[serde(default)]
-    pub outcome: Option<Outcome>,
-    pub by: Actor,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    /// Which batch of the promote (from 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<usize>,
-    /// The promote's plan, fixed when it first starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub batches: Vec<Vec<String>>,
-    /// The version installed by this step (a rollback's target).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Why the gate was overridden or a lock broken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<CheckResult>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub results: Vec<HostResult>,
-}
-
-impl Step {
-    /// A step started now by this process.
-    pub fn start(kind: StepKind) -> Step {
-        Step {
-            kind,
-            started_at: now(),
-            finished_at: None,
-            outcome: None,
-            by: Actor::current(),
-            hosts: Vec::new(),
-            batch: None,
-            batches: Vec::new(),
-            version: None,
-            reason: None,
-            message: String::new(),
-            checks: Vec::new(),
-            results: Vec::new(),
-        }
-    }
-
-    /// A step that already happened (tagged, built, verified are recorded
-    /// after the fact, with the times they had).
-    pub fn done(kind: StepKind, started_at: &str, finished_at: &str, message: &str) -> Step {
-        let mut s = Step::start(kind);
-        s.started_at = started_at.to_string();
-        s.finished_at = Some(finished_at.to_string());
-        s.outcome = Some(Outcome::Ok);
-        s.message = message.to_string();
-        s
-    }
-
-    pub fn finished(&self) -> bool {
-        self.finished_at.is_some()
-    }
-
-    pub fn ok(&self) -> bool {
-        matches!(self.outcome, Some(Outcome::Ok) | Some(Outcome::Forced))
-    }
-}
-
-/// Everything the ledger knows of one release.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub format: u32,
-    pub package: String,
-    /// The full Debian version (`0.2.0-1`).
-    pub version: String,
-    pub tag: String,
-    pub commit: String,
-    #[serde(default)]
-    pub deb_sha256: Option<String>,
-    /// `VerifyReport::digest()` of the report this release passed.
-    #[serde(default)]
-    pub verify_digest: Option<String>,
-    /// What the canaries ran before (where a rollback goes by default).
-    #[serde(default)]
-    pub previous_version: Option<String>,
-    #[serde(default)]
-    pub steps: Vec<Step>,
-}
-
-impl Record {
-    pub fn new(package: &str, version: &str, tag: &str, commit: &str) -> Record {
-        Record {
-            format: FORMAT,
-            package: package.to_string(),
-            version: version.to_string(),
-            tag: tag.to_string(),
-            commit: commit.to_string(),
-            deb_sha256: None,
-            verify_digest: None,
-            previous_version: None,
-            steps: Vec::new(),
-        }
-    }
-
-    pub fn last(&self, kind: StepKind) -> Option<&Step> {
-        self.steps.iter().rev().find(|s| s.kind == kind)
-    }
-
-    /// Steps that were started and never finished.
-    pub fn unfinished(&self) -> Vec<(usize, &Step)> {
-        self.steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.finished())
-            .collect()
-    }
-}
 
 /// The ledger of one repository, and the remote it is shared through.
 #[derive(Debug, Clone)]
@@ -422,7 +224,7 @@ impl Ledger {
                 since: now(),
                 expires: (Utc::now() + chrono::Duration::seconds(LOCK_LEASE_SECS))
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
-                token: crate::support::docker::new_run_id() + &format!("{:x}", rand_bits()),
+                token: format!("{}-{:016x}", std::process::id(), rand_bits()),
             };
             let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
             let message = serde_json::to_string_pretty(&holder)?;
@@ -599,22 +401,11 @@ impl Ledger {
         self.repo.git(args)
     }
 
+    /// Runs git whatever its exit status: a refused push or a moved ref is
+    /// an answer here, not an error.
     fn git_output(&self, args: &[&str]) -> Result<Output> {
-        git_command(&self.repo.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running git {}", args.join(" ")))
+        self.repo.output(args)
     }
-}
-
-fn git_command(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.arg("-C")
-        .arg(dir)
-        .env("LC_ALL", "C")
-        .env("GIT_TERMINAL_PROMPT", "0");
-    c
 }
 
 /// A holder is gone when its lease expired, or it ran on this machine and
@@ -626,25 +417,6 @@ fn holder_is_gone(h: &LockHolder) -> bool {
         }
     }
     h.by.host == hostname() && !Path::new(&format!("/proc/{}", h.by.pid)).exists()
-}
-
-pub fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn rand_bits() -> u64 {

@@ -13,50 +13,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, GateCheck};
 use crate::ledger::{self, Record, StepKind};
+pub use crate::ledger::{CheckResult, Verdict};
 use crate::production::rollout;
 use crate::support::progress::Progress;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Inconclusive,
-}
-
-impl Verdict {
-    pub fn word(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "FAIL",
-            Verdict::Inconclusive => "inconclusive",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CheckResult {
-    pub name: String,
-    pub verdict: Verdict,
-    pub detail: String,
-}
-
-impl CheckResult {
-    /// `verdict  name  detail`, as the gate summary, promote and status show it.
-    pub fn line(&self) -> String {
-        format!(
-            "{:<12} {:<22} {}",
-            self.verdict.word(),
-            self.name,
-            self.detail
-        )
-    }
-}
 
 /// A check over hosts: any failure fails it, hosts that did not answer make
 /// it inconclusive, otherwise it passes with `passed`.

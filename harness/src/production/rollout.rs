@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, RolloutTool};
+pub use crate::ledger::HostResult;
 use crate::support::docker::ExecOutput;
 use crate::support::progress::Progress;
 
@@ -34,19 +35,6 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Where the txt output of cumin starts.
 const CUMIN_TXT_SEPARATOR: &str = "_____FORMATTED_OUTPUT_____";
 const SPEC_DELIMITER: &str = "RELEASE_HARNESS_SPEC";
-
-/// What happened on one host in a rollout.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct HostResult {
-    pub host: String,
-    /// What the tool said about the host (`was updated: 0.1.0-1 ->
-    /// 0.2.0-1`, `already up-to-date`, the tail of apt's output, ...).
-    pub reported: String,
-    /// What dpkg says is installed afterwards; None when the host did not
-    /// answer the version check.
-    pub installed: Option<String>,
-    pub ok: bool,
-}
 
 /// The result of one deploy call: one entry per host that was meant to
 /// change, whatever the tool claimed.

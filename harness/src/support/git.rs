@@ -65,6 +65,12 @@ impl Repo {
             .to_string())
     }
 
+    /// Runs `git ARGS` and returns its output whatever the exit status, for
+    /// callers whose failure is an answer (a refused push, a moved ref).
+    pub fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
+        self.run(args, None)
+    }
+
     /// Runs git and returns its output whatever the exit status, for the
     /// commands whose failure is an answer ("no such tag").
     fn run<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&[u8]>) -> Result<Output> {
