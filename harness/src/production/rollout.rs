@@ -127,6 +127,14 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// The rollout tool's name, as messages say it.
+pub fn tool_name(config: &Config) -> &'static str {
+    match config.rollout.tool {
+        RolloutTool::Debdeploy => "debdeploy",
+        RolloutTool::Cumin => "cumin",
+    }
+}
+
 /// The cumin query of a list of hosts, for the direct backend.
 pub fn query_for_hosts(hosts: &[String]) -> String {
     format!("D{{{}}}", hosts.join(","))
@@ -318,10 +326,7 @@ pub fn describe(config: &Config, query: &str, version: &str, downgrade: bool) ->
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let tool = match config.rollout.tool {
-        RolloutTool::Debdeploy => "debdeploy",
-        RolloutTool::Cumin => "cumin",
-    };
+    let tool = tool_name(config);
     let mut out = format!(
         "{tool} rollout of {} {version} to `{query}`{}, each command run through `{prefix}`:\n",
         config.package_name(),
