@@ -150,3 +150,139 @@ pub fn state_of(record: &Record) -> State {
     }
     state
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Actor, Step};
+
+    /// A step of `kind` started at `at` by a fixed actor, finished a minute
+    /// later with `outcome` (None: never finished).
+    pub(super) fn step(kind: StepKind, outcome: Option<Outcome>, at: &str) -> Step {
+        let mut s = Step::start(kind);
+        s.by = Actor {
+            user: "ci".into(),
+            host: "runner1".into(),
+            pid: 4242,
+            ci_job: Some("https://ci.example.org/jobs/7".into()),
+        };
+        s.started_at = at.to_string();
+        s.finished_at = outcome.map(|_| {
+            let t =
+                ledger::parse_time(at).expect("an RFC 3339 time") + chrono::Duration::minutes(1);
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
+        s.outcome = outcome;
+        s
+    }
+
+    /// Steps by kind and outcome (None: started, never finished).
+    type Steps = Vec<(StepKind, Option<Outcome>)>;
+
+    fn after(steps: &[(StepKind, Option<Outcome>)]) -> State {
+        let mut record = Record::new("minideploy", "0.2.0-1", "0.2.0", "abc");
+        record.steps = steps
+            .iter()
+            .map(|(kind, outcome)| step(*kind, *outcome, "2026-01-05T10:00:00.000Z"))
+            .collect();
+        state_of(&record)
+    }
+
+    #[test]
+    fn every_state_and_the_steps_that_lead_to_it() {
+        use Outcome::*;
+        use StepKind::*;
+        let verified = [(Tagged, Some(Ok)), (Built, Some(Ok)), (Verified, Some(Ok))];
+        let on_canaries = [&verified[..], &[(Canary, Some(Ok))]].concat();
+        let with = |more: &[(StepKind, Option<Outcome>)]| [&on_canaries[..], more].concat();
+        let table: Vec<(&str, Steps, State)> = vec![
+            ("nothing yet", vec![], State::Tagged),
+            ("tagged", vec![(Tagged, Some(Ok))], State::Tagged),
+            ("built", verified[..2].to_vec(), State::Built),
+            (
+                "a failed build",
+                vec![(Tagged, Some(Ok)), (Built, Some(Failed))],
+                State::Tagged,
+            ),
+            ("verified", verified.to_vec(), State::Verified),
+            ("canaries", on_canaries.clone(), State::Canary),
+            (
+                "a failed canary rollout",
+                [&verified[..], &[(Canary, Some(Failed))]].concat(),
+                State::CanaryFailed,
+            ),
+            (
+                "a canary rollout cut off",
+                [&verified[..], &[(Canary, None)]].concat(),
+                State::Verified,
+            ),
+            (
+                "still soaking",
+                with(&[(Gate, Some(Soaking))]),
+                State::Canary,
+            ),
+            ("blocked", with(&[(Gate, Some(Blocked))]), State::Blocked),
+            (
+                "blocked, then passed",
+                with(&[(Gate, Some(Blocked)), (Gate, Some(Ok))]),
+                State::Canary,
+            ),
+            (
+                "blocked, then forced",
+                with(&[(Gate, Some(Blocked)), (Gate, Some(Forced))]),
+                State::Canary,
+            ),
+            (
+                "a promote under way",
+                with(&[(Gate, Some(Ok)), (Promote, None), (Batch, Some(Ok))]),
+                State::Promoting,
+            ),
+            (
+                "a promote stopped on failed hosts",
+                with(&[(Gate, Some(Ok)), (Promote, Some(Failed))]),
+                State::Promoting,
+            ),
+            (
+                "a gate that blocks during a promote changes nothing",
+                with(&[(Promote, Some(Failed)), (Gate, Some(Blocked))]),
+                State::Promoting,
+            ),
+            (
+                "promoted",
+                with(&[(Gate, Some(Ok)), (Promote, Some(Ok))]),
+                State::Promoted,
+            ),
+            (
+                "promoted despite the gate",
+                with(&[(Gate, Some(Forced)), (Promote, Some(Forced))]),
+                State::Promoted,
+            ),
+            (
+                "rolled back from the canaries",
+                with(&[(Gate, Some(Blocked)), (Rollback, Some(Ok))]),
+                State::RolledBack,
+            ),
+            (
+                "rolled back after a promote",
+                with(&[(Promote, Some(Ok)), (Rollback, Some(Ok))]),
+                State::RolledBack,
+            ),
+            (
+                "a failed rollback leaves the state",
+                with(&[(Promote, Some(Ok)), (Rollback, Some(Failed))]),
+                State::Promoted,
+            ),
+            (
+                "canaries again after a rollback",
+                with(&[(Rollback, Some(Ok)), (Canary, Some(Ok))]),
+                State::Canary,
+            ),
+        ];
+        let mut reached = std::collections::BTreeSet::new();
+        for (case, steps, expected) in table {
+            assert_eq!(after(&steps), expected, "{case}: {steps:?}");
+            reached.insert(expected.name());
+        }
+        assert_eq!(reached.len(), 9, "a state has no case: {reached:?}");
+    }
+}

@@ -189,3 +189,127 @@ pub fn render_status(releases: &[ReleaseStatus]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{CheckResult, HostResult, Verdict};
+    use crate::production::tests::step;
+    use Outcome::*;
+    use StepKind::*;
+
+    fn check(name: &str, verdict: Verdict, detail: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            verdict,
+            detail: detail.into(),
+        }
+    }
+
+    fn release(version: &str, tag: &str) -> Record {
+        let mut r = Record::new("minideploy", version, tag, "0123456789abcdef");
+        r.deb_sha256 = Some("5e6f".into());
+        r.verify_digest = Some("7a8b".into());
+        r.previous_version = Some("0.1.0-1".into());
+        r
+    }
+
+    /// Everything up to the canaries, the hour of `day`.
+    fn up_to_canaries(r: &mut Record, day: &str) {
+        for (kind, minute) in [(Tagged, "00"), (Built, "10"), (Verified, "20")] {
+            let mut s = step(kind, Some(Ok), &format!("{day}T09:{minute}:00.000Z"));
+            s.message = format!("{} step", kind.name());
+            r.steps.push(s);
+        }
+        let mut canary = step(Canary, Some(Ok), &format!("{day}T09:30:00.000Z"));
+        canary.hosts = vec!["canary1".into(), "canary2".into()];
+        canary.message = "2 of 2 canaries on the version".into();
+        canary.results = vec![HostResult {
+            host: "canary1".into(),
+            reported: "was updated: 0.1.0-1 -> 0.2.0-1".into(),
+            installed: Some(r.version.clone()),
+            ok: true,
+        }];
+        r.steps.push(canary);
+    }
+
+    /// 0.2.0: soaked, gate passed on the second try, promoted in two
+    /// batches with one forced gate reason.
+    fn promoted() -> Record {
+        let mut r = release("0.2.0-1", "0.2.0");
+        up_to_canaries(&mut r, "2026-01-05");
+        let mut soaking = step(Gate, Some(Soaking), "2026-01-05T10:00:00.000Z");
+        soaking.checks = vec![check("soak", Verdict::Inconclusive, "30m on the canaries")];
+        r.steps.push(soaking);
+        let mut passed = step(Gate, Some(Forced), "2026-01-05T12:00:00.000Z");
+        passed.reason = Some("security fix".into());
+        passed.checks = vec![
+            check("soak", Verdict::Pass, "2h 30m on the canaries (minimum 1h)"),
+            check(
+                "errors",
+                Verdict::Inconclusive,
+                "`rate(x[5m])` returned no data",
+            ),
+        ];
+        r.steps.push(passed);
+        let mut promote = step(Promote, Some(Forced), "2026-01-05T12:01:00.000Z");
+        promote.reason = Some("security fix".into());
+        promote.message = "3 hosts on 0.2.0-1".into();
+        r.steps.push(promote);
+        for (n, at) in [
+            (1, "2026-01-05T12:01:30.000Z"),
+            (2, "2026-01-05T12:03:00.000Z"),
+        ] {
+            let mut b = step(Batch, Some(Ok), at);
+            b.batch = Some(n);
+            b.message = "hosts on 0.2.0-1".into();
+            r.steps.push(b);
+        }
+        r
+    }
+
+    /// 0.3.0: on the canaries, blocked by the gate, a rollback cut off.
+    fn blocked() -> Record {
+        let mut r = release("0.3.0-1", "0.3.0");
+        up_to_canaries(&mut r, "2026-01-06");
+        let mut gate = step(Gate, Some(Blocked), "2026-01-06T11:00:00.000Z");
+        gate.checks = vec![
+            check("soak", Verdict::Pass, "1h 30m on the canaries (minimum 1h)"),
+            check("canary versions", Verdict::Fail, "canary2 has 0.1.0-1"),
+        ];
+        r.steps.push(gate);
+        r.steps
+            .push(step(Rollback, None, "2026-01-06T11:05:00.000Z"));
+        r
+    }
+
+    fn statuses() -> Vec<ReleaseStatus> {
+        let config = Config::default();
+        [promoted(), blocked()]
+            .iter()
+            .map(|r| release_status(&config, r))
+            .collect()
+    }
+
+    #[test]
+    fn status_of_a_promoted_and_a_blocked_release() {
+        let statuses = statuses();
+        assert_eq!(statuses[0].state, State::Promoted);
+        assert_eq!(statuses[0].lead_time_secs, Some(3 * 3600 + 2 * 60));
+        assert_eq!(statuses[0].gate_evaluations, 2);
+        assert_eq!(statuses[1].state, State::Blocked);
+        // The canaries finished long ago: nothing left of the soak.
+        assert_eq!(statuses[1].soak_remaining_secs, Some(0));
+        insta::assert_snapshot!(serde_json::to_string_pretty(&statuses).unwrap());
+    }
+
+    #[test]
+    fn renders_the_timeline_gate_and_unfinished_steps() {
+        insta::assert_snapshot!(render_status(&statuses()));
+    }
+
+    #[test]
+    fn an_empty_ledger_says_how_a_release_gets_in() {
+        insta::assert_snapshot!(render_status(&[]));
+    }
+}
