@@ -7,8 +7,6 @@
 //! threshold). Each check passes, fails or is inconclusive: inconclusive
 //! waits, fail blocks.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
@@ -421,50 +419,35 @@ fn join_values(values: &[f64]) -> String {
         .join(", ")
 }
 
-/// The sample values of an instant query (`/api/v1/query`), over plain
-/// HTTP/1.0 (Prometheus inside a production network speaks it; https needs
-/// a proxy or an exporter in front).
+/// The sample values of an instant query (`/api/v1/query`), over http or
+/// https, bounded by `timeout` from connecting to the last byte.
 pub fn prometheus_query(url: &str, query: &str, timeout: Duration) -> Result<Vec<f64>> {
-    let rest = url.strip_prefix("http://").with_context(|| {
-        format!("Prometheus URL `{url}` must start with http:// (https is not supported)")
-    })?;
-    let (authority, base) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let address = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let socket = address
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {address} (from {url})"))?
-        .next()
-        .with_context(|| format!("{address} has no address"))?;
-    let mut stream = TcpStream::connect_timeout(&socket, timeout)
-        .with_context(|| format!("connecting to Prometheus at {url}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let request = format!(
-        "GET {base}/api/v1/query?query={} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n",
-        percent_encode(query)
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("Prometheus URL `{url}` must start with http:// or https://");
+    }
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // A refused query's body says why (a parse error): read it.
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(&endpoint)
+        .query("query", query)
+        .header("Accept", "application/json")
+        .call()
+        .with_context(|| format!("asking Prometheus at {url}"))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
         .with_context(|| format!("reading Prometheus' answer from {url}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("{url} did not answer HTTP"))?;
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
+    if status != ureq::http::StatusCode::OK {
         bail!("Prometheus at {url} answered `{status}`: {}", body.trim());
     }
     let json: serde_json::Value =
-        serde_json::from_str(body).with_context(|| format!("{url} did not answer JSON"))?;
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
     if json["status"] != "success" {
         bail!("Prometheus query `{query}` failed: {}", json["error"]);
     }
@@ -490,18 +473,6 @@ pub fn prometheus_query(url: &str, query: &str, timeout: Duration) -> Result<Vec
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn human(secs: u64) -> String {
     crate::support::progress::format_duration(Duration::from_secs(secs))
 }
@@ -509,10 +480,17 @@ fn human(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    /// A one-request HTTP server answering `body` with `status`.
+    /// A one-request HTTP server answering `body` with `status`; the
+    /// request's first line goes to `REQUESTS` for the test to read.
     fn serve(status: &str, body: &str) -> String {
+        serve_seen(status, body).0
+    }
+
+    fn serve_seen(status: &str, body: &str) -> (String, std::sync::mpsc::Receiver<String>) {
+        let (seen, requests) = std::sync::mpsc::channel();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let response = format!("HTTP/1.0 {status}\r\nContent-Type: application/json\r\n\r\n{body}");
@@ -521,10 +499,10 @@ mod tests {
             let mut buf = [0u8; 4096];
             let n = conn.read(&mut buf).unwrap();
             let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            assert!(request.starts_with("GET /api/v1/query?query="), "{request}");
+            let _ = seen.send(request.lines().next().unwrap_or("").to_string());
             conn.write_all(response.as_bytes()).unwrap();
         });
-        url
+        (url, requests)
     }
 
     fn vector(values: &[&str]) -> String {
@@ -540,9 +518,14 @@ mod tests {
 
     #[test]
     fn prometheus_pass_fail_and_no_data() {
-        let url = serve("200 OK", &vector(&["0.01", "0.02"]));
+        let (url, requests) = serve_seen("200 OK", &vector(&["0.01", "0.02"]));
         let c = prometheus_check("errors", &url, "sum(rate(x[5m]))", "<", 0.05);
         assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        let request = requests.recv().unwrap();
+        assert!(
+            request.starts_with("GET /api/v1/query?query=sum(rate(x%5B5m%5D)) "),
+            "{request}"
+        );
         let url = serve("200 OK", &vector(&["0.01", "0.2"]));
         let c = prometheus_check("errors", &url, "x", "<", 0.05);
         assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
@@ -568,8 +551,9 @@ mod tests {
         drop(listener);
         let c = prometheus_check("errors", &url, "x", "<", 1.0);
         assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
-        let c = prometheus_check("errors", "https://prom", "x", "<", 1.0);
-        assert!(c.detail.contains("http://"), "{c:?}");
+        let c = prometheus_check("errors", "prom:9090", "x", "<", 1.0);
+        assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
+        assert!(c.detail.contains("must start with http://"), "{c:?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use crate::config::{Config, RolloutTool};
 pub use crate::ledger::HostResult;
@@ -115,16 +116,13 @@ pub async fn run_on_rollout_host(
     })
 }
 
-/// Quotes one word for a POSIX shell.
+/// Quotes one word for a POSIX shell. A word with a NUL byte, which no
+/// shell can take, is left as it is: the command line holding it then fails
+/// to start, naming it.
 pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', "'\\''"))
+    shlex::try_quote(word)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| word.to_string())
 }
 
 /// The rollout tool's name, as messages say it.
@@ -148,14 +146,14 @@ fn cumin(config: &Config) -> String {
 pub async fn resolve(config: &Config, query: &str) -> Result<Vec<String>> {
     let line = format!("{} --dry-run {} true", cumin(config), shell_quote(query));
     let out = run_on_rollout_host(config, &line, QUERY_TIMEOUT).await?;
-    let stdout = strip_ansi(&out.stdout);
+    let stdout = console::strip_ansi_codes(&out.stdout);
     if !out.ok() || stdout.trim().is_empty() {
         bail!(
             "cumin cannot resolve the query `{query}` (exit {}): {}\n  fix: rollout.canaries / \
              rollout.fleet in {} must be a cumin query or an alias (`A:name`) of {}'s \
              aliases.yaml",
             out.code,
-            strip_ansi(&out.tail(5)).trim(),
+            console::strip_ansi_codes(&out.tail(5)).trim(),
             config.path.display(),
             config.rollout.cumin_config
         );
@@ -222,8 +220,21 @@ pub async fn run_command(
     Ok(results)
 }
 
-/// debdeploy's update spec. The version is quoted: unquoted, YAML reads
-/// `1.10` as the number 1.1.
+/// debdeploy's update spec (`debdeploy deploy -u SPEC`).
+#[derive(Debug, Serialize)]
+struct UpdateSpec<'a> {
+    source: &'a str,
+    comment: String,
+    update_type: &'a str,
+    /// The version for each distro codename (`bookworm: 0.2.0-1`).
+    fixes: BTreeMap<&'a str, &'a str>,
+    libraries: Vec<String>,
+    downgrade: bool,
+}
+
+/// debdeploy's update spec as YAML. The version is always quoted: debdeploy
+/// reads YAML 1.1 (PyYAML), where a plain `1.10` is the number 1.1 and a
+/// plain `1:2.3` (an epoch) the number 62.3.
 pub fn update_spec(config: &Config, version: &str, downgrade: bool) -> Result<String> {
     check_version(version)?;
     let package = config.package_name();
@@ -232,14 +243,22 @@ pub fn update_spec(config: &Config, version: &str, downgrade: bool) -> Result<St
     } else {
         format!("{package} {version} (release-harness)")
     };
-    Ok(format!(
-        "source: {package}\n\
-         comment: \"{comment}\"\n\
-         update_type: {}\n\
-         fixes:\n  {}: \"{version}\"\n\
-         libraries: []\n\
-         downgrade: {downgrade}\n",
-        config.rollout.update_type, config.rollout.distro
+    let spec = UpdateSpec {
+        source: package,
+        comment,
+        update_type: &config.rollout.update_type,
+        fixes: BTreeMap::from([(config.rollout.distro.as_str(), version)]),
+        libraries: Vec::new(),
+        downgrade,
+    };
+    let yaml = serde_norway::to_string(&spec).context("writing debdeploy's update spec")?;
+    // serde_norway quotes what YAML 1.2 would misread (`1.10`), not what
+    // YAML 1.1 also would (`1:2.3`); `check_version` leaves no quote in it.
+    let distro = &config.rollout.distro;
+    Ok(yaml.replacen(
+        &format!("\n  {distro}: {version}\n"),
+        &format!("\n  {distro}: '{version}'\n"),
+        1,
     ))
 }
 
@@ -410,7 +429,7 @@ pub async fn deploy(
                 notes.push(format!(
                     "cumin exited with {}: {}",
                     out.code,
-                    strip_ansi(&out.stderr)
+                    console::strip_ansi_codes(&out.stderr)
                         .lines()
                         .filter(|l| l.contains("failed") || l.contains("Aborting"))
                         .collect::<Vec<_>>()
@@ -538,7 +557,7 @@ pub fn parse_cumin_txt(stdout: &str) -> BTreeMap<String, Vec<String>> {
         None => stdout,
     };
     for line in body.lines() {
-        let line = strip_ansi(line);
+        let line = console::strip_ansi_codes(line);
         let Some((host, text)) = line.split_once(':') else {
             continue;
         };
@@ -620,24 +639,6 @@ fn expand_one(pattern: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn first_line(s: &str) -> &str {
     let line = s.trim().lines().next().unwrap_or("");
     &line[..line.len().min(120)]
@@ -669,13 +670,25 @@ mod tests {
 
     #[test]
     fn spec_quotes_the_version() {
-        let spec = update_spec(&config(""), "1.10", false).unwrap();
-        assert!(spec.contains("  bookworm: \"1.10\"\n"), "{spec}");
-        assert!(spec.contains("downgrade: false\n"));
-        assert!(spec.contains("update_type: tool\n"));
-        assert!(spec.contains("libraries: []\n"));
+        for version in ["1.10", "1:2.3", "0.2.0-1"] {
+            let spec = update_spec(&config(""), version, false).unwrap();
+            assert!(
+                spec.contains(&format!("\n  bookworm: '{version}'\n")),
+                "{spec}"
+            );
+            let read: serde_norway::Value = serde_norway::from_str(&spec).unwrap();
+            assert_eq!(read["fixes"]["bookworm"].as_str(), Some(version), "{spec}");
+            assert_eq!(read["downgrade"].as_bool(), Some(false), "{spec}");
+            assert_eq!(read["update_type"].as_str(), Some("tool"), "{spec}");
+            assert_eq!(read["source"].as_str(), Some("minideploy"), "{spec}");
+            assert!(spec.contains("libraries: []\n"), "{spec}");
+        }
         let spec = update_spec(&config(""), "0.1.0-1", true).unwrap();
-        assert!(spec.contains("downgrade: true\n"));
+        assert!(spec.contains("downgrade: true\n"), "{spec}");
+        assert!(
+            spec.contains("comment: minideploy rollback to 0.1.0-1"),
+            "{spec}"
+        );
         assert!(update_spec(&config(""), "1.0; rm -rf /", false).is_err());
     }
 
@@ -709,16 +722,26 @@ mod tests {
         let text = describe(&config(""), "A:canaries", "0.2.0-1", false).unwrap();
         assert!(text.contains("through `ssh cumin1`"), "{text}");
         assert!(text.contains("dpkg-query -W -f="), "{text}");
-        assert!(text.contains("bookworm: \"0.2.0-1\""), "{text}");
+        assert!(text.contains("bookworm: '0.2.0-1'"), "{text}");
     }
 
     #[test]
     fn version_check_quotes_for_the_remote_shell() {
         let line = version_check_command(&config(""), "A:fleet");
         assert_eq!(
-            line,
-            "cumin -c /etc/cumin/config.yaml --force --no-progress -o txt A:fleet \
-             'dpkg-query -W -f='\\''${Version}'\\'' minideploy'"
+            shlex::split(&line).unwrap(),
+            [
+                "cumin",
+                "-c",
+                "/etc/cumin/config.yaml",
+                "--force",
+                "--no-progress",
+                "-o",
+                "txt",
+                "A:fleet",
+                "dpkg-query -W -f='${Version}' minideploy"
+            ],
+            "{line}"
         );
     }
 
@@ -778,7 +801,18 @@ mod tests {
     #[test]
     fn quotes_for_sh() {
         assert_eq!(shell_quote("A:fleet"), "A:fleet");
-        assert_eq!(shell_quote("D{a,b}"), "'D{a,b}'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        for word in [
+            "D{a,b}",
+            "it's",
+            "",
+            "dpkg-query -W -f='${Version}' x",
+            "a\"b\\c $HOME `id` *",
+        ] {
+            let line = format!("printf %s {}", shell_quote(word));
+            let said = crate::support::process::cmd("sh", ["-c", &line])
+                .read()
+                .unwrap();
+            assert_eq!(said, word, "{line}");
+        }
     }
 }
