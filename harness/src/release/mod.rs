@@ -24,7 +24,7 @@ use crate::release::preflight::Start;
 use crate::release::version::VersionRequest;
 use crate::support::git::Repo;
 use crate::support::progress::Progress;
-use crate::support::{docker, images};
+use crate::support::{debian, docker, images};
 use crate::verify::report::VerifyReport;
 use crate::verify::scenario::{self, Deb, VerifyInput};
 
@@ -243,9 +243,9 @@ pub async fn release(
     };
 
     progress.step("images");
-    let mut depends = images::deb_depends(&new.path)?;
+    let mut depends = debian::deb_depends(&new.path)?;
     if let Some(p) = &previous {
-        depends.extend(images::deb_depends(&p.path)?);
+        depends.extend(debian::deb_depends(&p.path)?);
     }
     depends.sort();
     depends.dedup();
@@ -455,7 +455,7 @@ async fn build_previous(
             dest
         }
     };
-    let version = deb_field(&deb, "Version")?;
+    let version = debian::deb_field(&deb, "Version")?;
     Ok(Deb { path: deb, version })
 }
 
@@ -471,27 +471,10 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("release-harness-cache"))
 }
 
-pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
-    let out = std::process::Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(deb)
-        .arg(field)
-        .output()
-        .context("running dpkg-deb (apt-get install dpkg)")?;
-    if !out.status.success() {
-        bail!(
-            "{}: dpkg-deb cannot read it: {}",
-            deb.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// The .deb must carry the version the bump wrote: the changelog is the
 /// source of truth at build time, and a mismatch means the bump did not land.
 fn check_deb_version(deb: &Deb) -> Result<()> {
-    let found = deb_field(&deb.path, "Version")?;
+    let found = debian::deb_field(&deb.path, "Version")?;
     if found != deb.version {
         bail!(
             "{} has version {found}, expected {}: debian/changelog and the version bump disagree",
