@@ -292,7 +292,7 @@ fn check_tag_name(repo: &Repo, tag: &str) -> Result<()> {
 /// The files the bump writes must not carry uncommitted edits: the release
 /// commit would take them along.
 fn check_not_dirty(project: &Path, repo: &Repo, edits: &[FileEdit]) -> Result<()> {
-    let dirty = repo.is_clean()?;
+    let dirty = repo.dirty_paths()?;
     if dirty.is_empty() {
         return Ok(());
     }
@@ -355,7 +355,7 @@ mod tests {
             "Release Tester <tester@example.org>\n"
         );
 
-        assert!(repo.is_clean().unwrap().is_empty());
+        assert!(repo.dirty_paths().unwrap().is_empty());
         assert_eq!(repo.head().unwrap(), bumped.commit);
         assert_eq!(
             repo.git(&["log", "-1", "--format=%s"]).unwrap(),
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(plan.debian_version, "5.0.0-1");
         assert_eq!(plan.changes.len(), 2);
         // Planning wrote nothing.
-        assert!(repo.is_clean().unwrap().is_empty());
+        assert!(repo.dirty_paths().unwrap().is_empty());
 
         let scratch = tempfile::tempdir().unwrap();
         let clone = repo.scratch_clone(&scratch.path().join("w")).unwrap();
@@ -503,7 +503,11 @@ mod tests {
         let err = msg(apply(dir.path(), &repo, &c, &p).unwrap_err());
         assert!(err.contains("tagging the release"), "{err}");
         assert_eq!(repo.head().unwrap(), head);
-        assert!(repo.is_clean().unwrap().is_empty(), "{:?}", repo.is_clean());
+        assert!(
+            repo.dirty_paths().unwrap().is_empty(),
+            "{:?}",
+            repo.dirty_paths()
+        );
         assert_eq!(changelog_top_version(dir.path()).unwrap(), "4.12.0-1");
     }
 }

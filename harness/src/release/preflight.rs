@@ -19,7 +19,7 @@ use crate::support::git::Repo;
 /// verify any branch).
 pub fn tree_problems(repo: &Repo, config: &Config, any_branch: bool) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let dirty = repo.is_clean()?;
+    let dirty = repo.dirty_paths()?;
     if !dirty.is_empty() {
         let shown: Vec<&str> = dirty.iter().take(5).map(|s| s.as_str()).collect();
         problems.push(format!(
