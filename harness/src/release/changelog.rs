@@ -117,7 +117,7 @@ pub fn render_changelog_entry(entry: &ChangelogEntry) -> Result<String> {
     let lines: Vec<String> = entry
         .changes
         .iter()
-        .flat_map(|change| wrap_bullet(change, CHANGELOG_WIDTH - 2))
+        .flat_map(|change| wrap_bullet(change))
         .collect();
     if lines.is_empty() {
         bail!("changelog entry for {}: no changes to list", entry.version);
@@ -147,26 +147,19 @@ pub fn render_changelog_entry(entry: &ChangelogEntry) -> Result<String> {
     Ok(changelog.to_string())
 }
 
-/// `* text` wrapped to `width` columns, continuation lines indented under
-/// the text; a word longer than the width stays whole.
-fn wrap_bullet(text: &str, width: usize) -> Vec<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
+/// `* text` wrapped under 80 columns once the builder's two-space indent is
+/// added, continuation lines indented under the text, with the changelog
+/// crate's wrapping (which keeps `Closes: #123` together); a word longer
+/// than the width stays whole. Blank text gives no line.
+fn wrap_bullet(text: &str) -> Vec<String> {
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if words.is_empty() {
         return Vec::new();
     }
-    let mut lines = Vec::new();
-    let mut current = String::from("*");
-    for (i, word) in words.into_iter().enumerate() {
-        // The first word of a line goes on it however long it is.
-        let starts_line = i == 0 || current.trim().is_empty();
-        if !starts_line && current.len() + 1 + word.len() > width {
-            lines.push(std::mem::replace(&mut current, String::from(" ")));
-        }
-        current.push(' ');
-        current.push_str(word);
-    }
-    lines.push(current);
-    lines
+    debian_changelog::textwrap::textwrap(&words, Some(CHANGELOG_WIDTH - 2), Some("* "), Some("  "))
+        .into_iter()
+        .map(|line| line.trim_end().to_string())
+        .collect()
 }
 
 pub(super) fn changelog_edit(project: &Path, entry: &ChangelogEntry) -> Result<FileEdit> {
@@ -233,6 +226,25 @@ mod tests {
              \n\n -- Release Tester <tester@example.org>  Tue, 05 Mar 2024 14:07:09 +0100\n"
         );
         assert!(text.lines().all(|l| l.len() < 80));
+
+        // A word longer than a line stays whole; a bug reference stays together.
+        let url = format!("https://example.org/{}", "x".repeat(80));
+        // "Closes:" fits on the first line, its number would not.
+        let closes = "sync: stop retrying forever on a host that is gone for good now \
+                      Closes: #1234567";
+        let text =
+            render_changelog_entry(&entry(&[&format!("See {url} for why"), closes])).unwrap();
+        let bullets: Vec<&str> = text.lines().skip(2).take_while(|l| !l.is_empty()).collect();
+        assert_eq!(
+            bullets,
+            vec![
+                "  * See".to_string(),
+                format!("    {url}"),
+                "    for why".to_string(),
+                "  * sync: stop retrying forever on a host that is gone for good now".to_string(),
+                "    Closes: #1234567".to_string(),
+            ]
+        );
 
         let mut bad = entry(&["x"]);
         bad.maintainer = "tester@example.org".into();

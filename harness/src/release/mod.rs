@@ -390,19 +390,14 @@ fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
             ("version", &deb.version),
         ],
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &command])
-        .output()
-        .context("running rollout.publish_command")?;
-    if !out.status.success() {
-        bail!(
-            "{}: rollout.publish_command `{command}` exited with {}; nothing reached the \
-             canaries:\n{}",
-            config.path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
+    crate::support::process::cmd("sh", ["-c", &command])
+        .run()
+        .with_context(|| {
+            format!(
+                "{}: rollout.publish_command failed; nothing reached the canaries",
+                config.path.display()
+            )
+        })?;
     Ok(())
 }
 
