@@ -19,72 +19,6 @@ use crate::release::version::{
 };
 use crate::support::git::{Commit, Repo};
 
-/// A release whose commit and tag were made beforehand (by `bump`, or by
-/// hand as scap's maintainers did): HEAD carries a release tag, and the
-/// version files and debian/changelog already say its version. Nothing is
-/// written; the result reads like a bump that just happened.
-pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
-    let head = repo.head()?;
-    let at_head: Vec<(String, String)> = repo
-        .git(&["tag", "--points-at", "HEAD"])?
-        .lines()
-        .filter_map(|t| {
-            config
-                .version_of_tag(t)
-                .map(|v| (t.to_string(), v.to_string()))
-        })
-        .collect();
-    let (tag, upstream) = match at_head.as_slice() {
-        [one] => one.clone(),
-        [] => bail!(
-            "--tagged: HEAD ({}) carries no release tag (tag_format `{}`)\n  fix: tag the \
-             release commit (`release-harness bump` does it), or drop --tagged to bump here",
-            &head[..10.min(head.len())],
-            config.package.tag_format
-        ),
-        many => bail!(
-            "--tagged: HEAD carries several release tags ({}); keep one",
-            many.iter()
-                .map(|(t, _)| t.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let debian = config.debian_version(&upstream);
-    for (path, found) in read_version_files(project, config)? {
-        if found != debian && found != upstream {
-            bail!(
-                "--tagged: {} says {found}, but HEAD is tagged {tag} ({debian})\n  fix: the \
-                 release commit must carry the version; bump with `release-harness bump`",
-                path.display()
-            );
-        }
-    }
-    let top = changelog_top_version(project)?;
-    if top != debian {
-        bail!(
-            "--tagged: debian/changelog's top entry is {top}, but HEAD is tagged {tag} \
-             ({debian})\n  fix: add the {debian} entry (`release-harness bump` writes it)"
-        );
-    }
-    let parsed: Version = upstream
-        .parse()
-        .with_context(|| format!("tag {tag}: `{upstream}` is not a version"))?;
-    let previous = release_below(repo, config, Some(&parsed))?;
-    let mut changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
-    // The release commit itself is not a change of the release.
-    changes.retain(|c| c.sha != head);
-    Ok(Bumped {
-        previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
-        previous_version: previous.map(|(_, v)| v),
-        upstream,
-        debian_version: debian,
-        tag,
-        commit: head,
-        changes,
-    })
-}
-
 /// Everything decided before anything is written. It holds no path, so it
 /// can be applied in a scratch clone of the repository it was made in.
 #[derive(Debug, Clone)]
@@ -264,6 +198,72 @@ pub fn bump(
 ) -> Result<Bumped> {
     let plan = plan(project, repo, config, request)?;
     apply(project, repo, config, &plan)
+}
+
+/// A release whose commit and tag were made beforehand (by `bump`, or by
+/// hand as scap's maintainers did): HEAD carries a release tag, and the
+/// version files and debian/changelog already say its version. Nothing is
+/// written; the result reads like a bump that just happened.
+pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
+    let head = repo.head()?;
+    let at_head: Vec<(String, String)> = repo
+        .git(&["tag", "--points-at", "HEAD"])?
+        .lines()
+        .filter_map(|t| {
+            config
+                .version_of_tag(t)
+                .map(|v| (t.to_string(), v.to_string()))
+        })
+        .collect();
+    let (tag, upstream) = match at_head.as_slice() {
+        [one] => one.clone(),
+        [] => bail!(
+            "--tagged: HEAD ({}) carries no release tag (tag_format `{}`)\n  fix: tag the \
+             release commit (`release-harness bump` does it), or drop --tagged to bump here",
+            &head[..10.min(head.len())],
+            config.package.tag_format
+        ),
+        many => bail!(
+            "--tagged: HEAD carries several release tags ({}); keep one",
+            many.iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let debian = config.debian_version(&upstream);
+    for (path, found) in read_version_files(project, config)? {
+        if found != debian && found != upstream {
+            bail!(
+                "--tagged: {} says {found}, but HEAD is tagged {tag} ({debian})\n  fix: the \
+                 release commit must carry the version; bump with `release-harness bump`",
+                path.display()
+            );
+        }
+    }
+    let top = changelog_top_version(project)?;
+    if top != debian {
+        bail!(
+            "--tagged: debian/changelog's top entry is {top}, but HEAD is tagged {tag} \
+             ({debian})\n  fix: add the {debian} entry (`release-harness bump` writes it)"
+        );
+    }
+    let parsed: Version = upstream
+        .parse()
+        .with_context(|| format!("tag {tag}: `{upstream}` is not a version"))?;
+    let previous = release_below(repo, config, Some(&parsed))?;
+    let mut changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
+    // The release commit itself is not a change of the release.
+    changes.retain(|c| c.sha != head);
+    Ok(Bumped {
+        previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
+        previous_version: previous.map(|(_, v)| v),
+        upstream,
+        debian_version: debian,
+        tag,
+        commit: head,
+        changes,
+    })
 }
 
 fn edits(project: &Path, config: &Config, plan: &Plan) -> Result<Vec<FileEdit>> {
