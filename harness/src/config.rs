@@ -416,13 +416,15 @@ impl Config {
     /// debian/control, the version file named after it).
     fn complete(&mut self, project: &Path) -> Result<()> {
         if self.package.name.is_none() {
-            self.package.name = Some(source_package_name(project).with_context(|| {
-                format!(
-                    "{}: key package.name is not set and the project has no readable \
+            self.package.name = Some(
+                crate::support::debian::source_package_name(project).with_context(|| {
+                    format!(
+                        "{}: key package.name is not set and the project has no readable \
                      debian/control to take it from; set package.name",
-                    self.path.display()
-                )
-            })?);
+                        self.path.display()
+                    )
+                })?,
+            );
         }
         if self.package.version_files.is_empty() && self.build.builder != Builder::CargoDeb {
             let name = self.package_name().replace('-', "_");
@@ -561,17 +563,6 @@ impl Config {
         }
         out
     }
-}
-
-/// `Source:` of debian/control.
-pub fn source_package_name(project: &Path) -> Result<String> {
-    let control = project.join("debian/control");
-    let text = std::fs::read_to_string(&control)
-        .with_context(|| format!("reading {}", control.display()))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Source:").map(|v| v.trim().to_string()))
-        .filter(|s| !s.is_empty())
-        .with_context(|| format!("{}: no `Source:` field", control.display()))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

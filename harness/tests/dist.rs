@@ -103,7 +103,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     let sums = std::fs::read_to_string(out.path().join("SHA256SUMS")).unwrap();
     assert!(sums.contains(&format!("  {name}\n")), "{sums}");
 
-    let field = |f: &str| harness::release::deb_field(&deb, f).unwrap();
+    let field = |f: &str| harness::support::debian::deb_field(&deb, f).unwrap();
     assert_eq!(field("Package"), "release-harness");
     let depends = field("Depends");
     for needed in ["git", "mmdebstrap", "dpkg-dev"] {
@@ -116,7 +116,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
 
     // A bare bookworm with the package's Depends and nothing else.
     let say = |line: &str| eprintln!("  {line}");
-    let depends = harness::support::images::deb_depends(&deb).unwrap();
+    let depends = harness::support::debian::deb_depends(&deb).unwrap();
     let image = harness::support::images::base_image(&docker, "bookworm", &depends, &say)
         .await
         .expect("an image with the package's Depends");

@@ -58,13 +58,23 @@ fn a_dirty_tree_is_refused() {
 
 #[test]
 fn a_taken_tag_is_refused() {
+    // 0.2.0 is taken on another branch: not a release of this history (so
+    // not "the previous release"), but the name is no longer free.
     refused(
         |r| {
+            support::git(r, &["switch", "-q", "-c", "elsewhere"]);
+            std::fs::write(r.join("ELSEWHERE"), "work on another branch\n").unwrap();
+            support::git(r, &["add", "ELSEWHERE"]);
+            support::git(r, &["commit", "-q", "-m", "Work on another branch"]);
             support::git(r, &["tag", "0.2.0"]);
+            support::git(r, &["switch", "-q", "main"]);
         },
         false,
         &["--version", "0.2.0"],
-        &["0.2.0", "not greater"],
+        &[
+            "tag 0.2.0 already exists (at ",
+            "delete it or pick another version",
+        ],
     );
 }
 

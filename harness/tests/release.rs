@@ -1,6 +1,7 @@
 //! `release` end to end on the built-in fixture: the dry run releases it up to
 //! a verified .deb without touching the user's repository, and the broken
-//! variant is stopped by verify. Real Docker, real builds, real syncs.
+//! variant is stopped by verify, its release commit and tag taken back and
+//! nothing pushed. Real Docker, real builds, real syncs.
 
 mod support;
 
@@ -98,9 +99,25 @@ async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
         return;
     };
     let _heavy = support::HEAVY.lock().await;
-    let (_tmp, repo) = support::fixture_repo("minideploy-broken");
+    let (tmp, repo) = support::fixture_repo("minideploy-broken");
+    // A real release, not a dry run: it makes the release commit and tag,
+    // and must take them back when verify fails, and stop before its first
+    // step outside the repository (the push to origin).
+    let origin = tmp.path().join("origin.git");
+    support::git(
+        tmp.path(),
+        &["init", "-q", "--bare", origin.to_str().unwrap()],
+    );
+    support::git(
+        &repo,
+        &["remote", "add", "origin", origin.to_str().unwrap()],
+    );
+    support::git(&repo, &["push", "-q", "origin", "main", "--tags"]);
+    let before = support::repo_state(&repo);
+    let origin_before = support::git(&origin, &["show-ref"]);
     let out = tempfile::tempdir().unwrap();
     let mut opts = options(&repo, out.path());
+    opts.dry_run = false;
     // One scenario is enough to show the teeth; the full suite runs above.
     opts.scenarios = vec![harness::config::ScenarioKind::FreshInstall];
 
@@ -127,9 +144,15 @@ async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
             .any(|h| summary.contains(&format!("{h}: "))),
         "the report names no host: {summary}"
     );
-    assert!(
-        !failed.to_string().contains("debdeploy"),
-        "no production step after a failed verify"
+    assert_eq!(
+        support::repo_state(&repo),
+        before,
+        "the release commit and tag outlived a failed verify"
+    );
+    assert_eq!(
+        support::git(&origin, &["show-ref"]),
+        origin_before,
+        "something was pushed after a failed verify"
     );
     assert_eq!(
         support::leftovers(&docker, &opts.run_id).await,

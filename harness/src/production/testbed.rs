@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts};
@@ -282,19 +282,7 @@ pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> R
         format!("{version}\n{extra}"),
     )?;
     let deb = dir.join(format!("{package}_{version}_all.deb"));
-    let out = std::process::Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&deb)
-        .output()
-        .context("running dpkg-deb (install dpkg: apt-get install dpkg)")?;
-    if !out.status.success() {
-        bail!(
-            "dpkg-deb --build {} failed: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    crate::support::debian::build_deb(&root, &deb)?;
     Ok(Package {
         path: deb,
         version: version.to_string(),

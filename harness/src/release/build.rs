@@ -106,7 +106,7 @@ async fn dpkg_buildpackage(
     progress: &dyn Fn(&str),
 ) -> Result<BuildOutput> {
     let image = images::builder_image(docker, config, project, progress).await?;
-    let source = crate::config::source_package_name(project)?;
+    let source = crate::support::debian::source_package_name(project)?;
     let container = format!("rh-build-{run_id}");
     start_container(docker, &container, &image, run_id).await?;
     let result = build_in_container(

@@ -4,7 +4,12 @@
 //! production call.
 
 pub mod build;
+pub mod bump;
+pub mod changelog;
 pub mod fixture;
+mod preflight;
+#[cfg(test)]
+mod testing;
 pub mod version;
 
 use std::path::{Path, PathBuf};
@@ -13,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
-use crate::config::{Builder, Config, ScenarioKind};
+use crate::config::{Config, ScenarioKind};
 use crate::release::build::BuildOutput;
+use crate::release::preflight::Start;
 use crate::release::version::VersionRequest;
 use crate::support::git::Repo;
 use crate::support::progress::Progress;
-use crate::support::{docker, images};
+use crate::support::{debian, docker, images};
 use crate::verify::report::VerifyReport;
 use crate::verify::scenario::{self, Deb, VerifyInput};
 
@@ -128,7 +134,7 @@ pub async fn release(
     progress.step("preflight");
     let config = Config::load(&project)?;
     let repo = Repo::open(&project)?;
-    let (start, docker) = preflight(&project, &repo, &config, opts).await?;
+    let (start, docker) = preflight::preflight(&project, &repo, &config, opts).await?;
     let (previous_version, next, changes) = match &start {
         Start::Bump(p) => (&p.previous_version, &p.debian_version, p.changes.len()),
         Start::Tagged(b) => (&b.previous_version, &b.debian_version, b.changes.len()),
@@ -160,7 +166,7 @@ pub async fn release(
         Start::Bump(plan) => {
             progress.step("bump");
             let head_before = work.head()?;
-            let bumped = version::apply(&work.root, &work, &config, &plan)?;
+            let bumped = bump::apply(&work.root, &work, &config, &plan)?;
             if !opts.dry_run {
                 cleanup.lock().unwrap().release_commit =
                     Some((work.clone(), head_before, bumped.tag.clone()));
@@ -237,9 +243,9 @@ pub async fn release(
     };
 
     progress.step("images");
-    let mut depends = images::deb_depends(&new.path)?;
+    let mut depends = debian::deb_depends(&new.path)?;
     if let Some(p) = &previous {
-        depends.extend(images::deb_depends(&p.path)?);
+        depends.extend(debian::deb_depends(&p.path)?);
     }
     depends.sort();
     depends.dedup();
@@ -349,116 +355,20 @@ pub async fn release(
     })
 }
 
-/// A clean tree on the release branch (`any_branch`: a tagged release may
-/// stand on a detached HEAD, CI checks tags out that way; a dry run may
-/// verify any branch).
-fn tree_problems(repo: &Repo, config: &Config, any_branch: bool) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let dirty = repo.is_clean()?;
-    if !dirty.is_empty() {
-        let shown: Vec<&str> = dirty.iter().take(5).map(|s| s.as_str()).collect();
-        problems.push(format!(
-            "the working tree of {} has uncommitted changes ({}{}): commit or stash them",
-            repo.root.display(),
-            shown.join(", "),
-            if dirty.len() > 5 { ", ..." } else { "" }
-        ));
-    }
-    match repo.current_branch()? {
-        Some(b) if b == config.package.release_branch => {}
-        _ if any_branch => {}
-        other => problems.push(format!(
-            "on {}, but releases are cut from `{}`: `git switch {}` (or set \
-             package.release_branch in {})",
-            other
-                .map(|b| format!("branch `{b}`"))
-                .unwrap_or_else(|| "a detached HEAD".into()),
-            config.package.release_branch,
-            config.package.release_branch,
-            config.path.display()
-        )),
-    }
-    Ok(problems)
-}
-
 /// `bump`: only the release commit and tag, for a team whose CI releases
 /// tags (`release --tagged`). The same checks as a release's preflight.
-pub fn bump_only(project: &Path, request: &VersionRequest) -> Result<version::Bumped> {
+pub fn bump_only(project: &Path, request: &VersionRequest) -> Result<bump::Bumped> {
     let config = Config::load(project)?;
     let repo = Repo::open(project)?;
-    let mut problems = tree_problems(&repo, &config, false)?;
-    let plan = version::plan(project, &repo, &config, request);
+    let mut problems = preflight::tree_problems(&repo, &config, false)?;
+    let plan = bump::plan(project, &repo, &config, request);
     if let Err(e) = &plan {
         problems.push(format!("{e:#}"));
     }
     if !problems.is_empty() {
-        bail!(
-            "nothing was changed:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  - {}", p.replace('\n', "\n    ")))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        return Err(preflight::refusal("nothing was changed", &problems));
     }
-    version::apply(project, &repo, &config, &plan?)
-}
-
-/// Where a release starts: a bump to make, or a release commit and tag that
-/// are already there.
-enum Start {
-    Bump(version::Plan),
-    Tagged(version::Bumped),
-}
-
-/// Every check before anything changes; all problems at once, each with its
-/// fix.
-async fn preflight(
-    project: &Path,
-    repo: &Repo,
-    config: &Config,
-    opts: &ReleaseOptions,
-) -> Result<(Start, Docker)> {
-    // A dry run changes nothing, so it may verify any branch (a merge request).
-    let mut problems = tree_problems(repo, config, opts.tagged || opts.dry_run)?;
-    if config.build.builder == Builder::DpkgBuildpackage && !project.join("debian").is_dir() {
-        problems.push(format!(
-            "{} has no debian/ directory: the dpkg-buildpackage builder needs debian/control, \
-             debian/rules and debian/changelog (or set build.builder = \"cargo-deb\" in {})",
-            project.display(),
-            config.path.display()
-        ));
-    }
-    let plan = if opts.tagged {
-        version::tagged(project, repo, config).map(Start::Tagged)
-    } else {
-        version::plan(project, repo, config, &opts.version).map(Start::Bump)
-    };
-    let plan = match plan {
-        Ok(p) => Some(p),
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            None
-        }
-    };
-    let docker = match docker::connect().await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            None
-        }
-    };
-    match (plan, docker) {
-        (Some(plan), Some(docker)) if problems.is_empty() => Ok((plan, docker)),
-        _ => bail!(
-            "preflight failed, nothing was changed:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  - {}", p.replace('\n', "\n    ")))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-    }
+    bump::apply(project, &repo, &config, &plan?)
 }
 
 /// `rollout.publish_command`: the verified package into production's apt
@@ -480,19 +390,14 @@ fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
             ("version", &deb.version),
         ],
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &command])
-        .output()
-        .context("running rollout.publish_command")?;
-    if !out.status.success() {
-        bail!(
-            "{}: rollout.publish_command `{command}` exited with {}; nothing reached the \
-             canaries:\n{}",
-            config.path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
+    crate::support::process::cmd("sh", ["-c", &command])
+        .run()
+        .with_context(|| {
+            format!(
+                "{}: rollout.publish_command failed; nothing reached the canaries",
+                config.path.display()
+            )
+        })?;
     Ok(())
 }
 
@@ -545,7 +450,7 @@ async fn build_previous(
             dest
         }
     };
-    let version = deb_field(&deb, "Version")?;
+    let version = debian::deb_field(&deb, "Version")?;
     Ok(Deb { path: deb, version })
 }
 
@@ -561,27 +466,10 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("release-harness-cache"))
 }
 
-pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
-    let out = std::process::Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(deb)
-        .arg(field)
-        .output()
-        .context("running dpkg-deb (apt-get install dpkg)")?;
-    if !out.status.success() {
-        bail!(
-            "{}: dpkg-deb cannot read it: {}",
-            deb.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// The .deb must carry the version the bump wrote: the changelog is the
 /// source of truth at build time, and a mismatch means the bump did not land.
 fn check_deb_version(deb: &Deb) -> Result<()> {
-    let found = deb_field(&deb.path, "Version")?;
+    let found = debian::deb_field(&deb.path, "Version")?;
     if found != deb.version {
         bail!(
             "{} has version {found}, expected {}: debian/changelog and the version bump disagree",

@@ -1,22 +1,16 @@
-//! The version bump: which version comes next, the version file(s) and the
-//! new `debian/changelog` entry, the `Release X.Y.Z` commit and its annotated
-//! tag. `plan` makes every check without writing (preflight uses it);
-//! `apply` writes, commits and tags, and puts the files back if a step fails.
+//! Versions: reading and rewriting the version files (`package.version_files`
+//! and their `line` templates), and the version arithmetic (the next version
+//! of a bump, the previous release among the tags, Debian ordering and what
+//! an upstream version may contain).
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, FixedOffset};
-use debian_changelog::{ChangeLog, Urgency};
 use debversion::Version;
 
 use crate::config::{Config, VersionFile};
-use crate::support::git::{Commit, Repo};
-
-const CHANGELOG: &str = "debian/changelog";
-/// Debian's changelog lines stay under 80 columns (lintian warns otherwise).
-const CHANGELOG_WIDTH: usize = 80;
+use crate::support::git::Repo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bump {
@@ -68,7 +62,7 @@ pub fn previous_release(repo: &Repo, config: &Config) -> Result<Option<(String, 
 }
 
 /// The greatest release tag whose version sorts below `below` (all when None).
-fn release_below(
+pub(super) fn release_below(
     repo: &Repo,
     config: &Config,
     below: Option<&Version>,
@@ -94,72 +88,6 @@ fn release_below(
     Ok(best.map(|(_, tag, upstream)| (tag, upstream)))
 }
 
-/// A release whose commit and tag were made beforehand (by `bump`, or by
-/// hand as scap's maintainers did): HEAD carries a release tag, and the
-/// version files and debian/changelog already say its version. Nothing is
-/// written; the result reads like a bump that just happened.
-pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
-    let head = repo.head()?;
-    let at_head: Vec<(String, String)> = repo
-        .git(&["tag", "--points-at", "HEAD"])?
-        .lines()
-        .filter_map(|t| {
-            config
-                .version_of_tag(t)
-                .map(|v| (t.to_string(), v.to_string()))
-        })
-        .collect();
-    let (tag, upstream) = match at_head.as_slice() {
-        [one] => one.clone(),
-        [] => bail!(
-            "--tagged: HEAD ({}) carries no release tag (tag_format `{}`)\n  fix: tag the \
-             release commit (`release-harness bump` does it), or drop --tagged to bump here",
-            &head[..10.min(head.len())],
-            config.package.tag_format
-        ),
-        many => bail!(
-            "--tagged: HEAD carries several release tags ({}); keep one",
-            many.iter()
-                .map(|(t, _)| t.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let debian = config.debian_version(&upstream);
-    for (path, found) in read_version_files(project, config)? {
-        if found != debian && found != upstream {
-            bail!(
-                "--tagged: {} says {found}, but HEAD is tagged {tag} ({debian})\n  fix: the \
-                 release commit must carry the version; bump with `release-harness bump`",
-                path.display()
-            );
-        }
-    }
-    let top = changelog_top_version(project)?;
-    if top != debian {
-        bail!(
-            "--tagged: debian/changelog's top entry is {top}, but HEAD is tagged {tag} \
-             ({debian})\n  fix: add the {debian} entry (`release-harness bump` writes it)"
-        );
-    }
-    let parsed: Version = upstream
-        .parse()
-        .with_context(|| format!("tag {tag}: `{upstream}` is not a version"))?;
-    let previous = release_below(repo, config, Some(&parsed))?;
-    let mut changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
-    // The release commit itself is not a change of the release.
-    changes.retain(|c| c.sha != head);
-    Ok(Bumped {
-        previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
-        previous_version: previous.map(|(_, v)| v),
-        upstream,
-        debian_version: debian,
-        tag,
-        commit: head,
-        changes,
-    })
-}
-
 /// The new upstream version must sort after the previous release's
 /// (`previous` is `(tag, upstream version)`).
 pub fn check_greater(new: &str, previous: &(String, String)) -> Result<()> {
@@ -182,7 +110,7 @@ pub fn check_greater(new: &str, previous: &(String, String)) -> Result<()> {
 /// An upstream version as Debian accepts it: starts with a digit, only
 /// `[0-9A-Za-z.+~-]`, and no `-` when there is no Debian revision to split
 /// it from.
-fn validate_upstream(upstream: &str, config: &Config) -> Result<()> {
+pub(super) fn validate_upstream(upstream: &str, config: &Config) -> Result<()> {
     let fix = "pass a version like 1.2.3 with --version";
     if !upstream.starts_with(|c: char| c.is_ascii_digit()) {
         bail!("version `{upstream}` must start with a digit; {fix}");
@@ -211,7 +139,7 @@ fn is_version_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-')
 }
 
-fn release_toml(config: &Config) -> String {
+pub(super) fn release_toml(config: &Config) -> String {
     if config.path.as_os_str().is_empty() {
         crate::config::FILE_NAME.to_string()
     } else {
@@ -386,13 +314,17 @@ pub fn read_version_files(project: &Path, config: &Config) -> Result<Vec<(PathBu
 /// A file's content before and after the bump; `path` is relative to the
 /// project.
 #[derive(Debug, Clone)]
-struct FileEdit {
-    path: PathBuf,
-    before: String,
-    after: String,
+pub(super) struct FileEdit {
+    pub path: PathBuf,
+    pub before: String,
+    pub after: String,
 }
 
-fn version_file_edits(project: &Path, config: &Config, upstream: &str) -> Result<Vec<FileEdit>> {
+pub(super) fn version_file_edits(
+    project: &Path,
+    config: &Config,
+    upstream: &str,
+) -> Result<Vec<FileEdit>> {
     let debian = config.debian_version(upstream);
     let mut edits: Vec<FileEdit> = Vec::new();
     for file in &config.package.version_files {
@@ -438,7 +370,7 @@ pub fn rewrite_version_files(
 
 /// Writes every edit's new content; on a failure the files already written
 /// get their old content back.
-fn write_edits(project: &Path, edits: &[FileEdit]) -> Result<()> {
+pub(super) fn write_edits(project: &Path, edits: &[FileEdit]) -> Result<()> {
     for (i, edit) in edits.iter().enumerate() {
         let path = project.join(&edit.path);
         if let Err(e) = std::fs::write(&path, &edit.after) {
@@ -449,7 +381,7 @@ fn write_edits(project: &Path, edits: &[FileEdit]) -> Result<()> {
     Ok(())
 }
 
-fn restore(project: &Path, edits: &[FileEdit]) {
+pub(super) fn restore(project: &Path, edits: &[FileEdit]) {
     for edit in edits {
         let path = project.join(&edit.path);
         if let Err(e) = std::fs::write(&path, &edit.before) {
@@ -462,482 +394,11 @@ fn restore(project: &Path, edits: &[FileEdit]) {
     }
 }
 
-// ---------------------------------------------------------------------------
-// debian/changelog
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangelogEntry {
-    pub package: String,
-    /// The full Debian version (`4.13.0-1`).
-    pub version: String,
-    pub distribution: String,
-    pub urgency: String,
-    /// One bullet each (commit subjects).
-    pub changes: Vec<String>,
-    /// `Name <email>`.
-    pub maintainer: String,
-    pub date: DateTime<FixedOffset>,
-}
-
-/// Reads and parses `debian/changelog`; a malformed one is refused with the
-/// line of the first problem.
-fn read_changelog(project: &Path) -> Result<(String, ChangeLog)> {
-    let path = project.join(CHANGELOG);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let what = if project.join("debian").is_dir() {
-                "has no debian/changelog"
-            } else {
-                "has no debian/ directory (so no debian/changelog)"
-            };
-            bail!(
-                "{} {what}: the release adds its entry there\n  fix: package the project for \
-                 Debian first (`dh_make`, or copy debian/ from a similar project) and commit it",
-                project.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let parsed = ChangeLog::parse(&text);
-    if let Some((message, offset)) = parsed.errors_with_offsets().first() {
-        let offset = usize::from(*offset).min(text.len());
-        let line = text[..offset].matches('\n').count() + 1;
-        let shown = text.lines().nth(line - 1).unwrap_or("").trim_end();
-        bail!(
-            "{CHANGELOG}: cannot parse it: line {line}: {message}: `{shown}`\n  fix: correct the \
-             entry (format: `man deb-changelog`; `dpkg-parsechangelog -l {CHANGELOG}` shows \
-             how dpkg reads it)"
-        );
-    }
-    Ok((text.clone(), parsed.tree()))
-}
-
-/// The top entry's package and version.
-fn changelog_top(project: &Path) -> Result<(String, String)> {
-    let (_, changelog) = read_changelog(project)?;
-    let entry = changelog.iter().next().with_context(|| {
-        format!("{CHANGELOG}: has no entries; add a first one with `dch --create`")
-    })?;
-    let package = entry
-        .package()
-        .with_context(|| format!("{CHANGELOG}: line 1: the top entry has no package name"))?;
-    let version = match entry.try_version() {
-        Some(Ok(v)) => v.to_string(),
-        Some(Err(e)) => bail!("{CHANGELOG}: line 1: the top entry's version is invalid: {e}"),
-        None => bail!("{CHANGELOG}: line 1: the top entry has no version"),
-    };
-    Ok((package, version))
-}
-
-/// The version of the top entry of `debian/changelog`.
-pub fn changelog_top_version(project: &Path) -> Result<String> {
-    Ok(changelog_top(project)?.1)
-}
-
-/// The entry as Debian writes it: header, blank line, `  * change` bullets
-/// (wrapped under 80 columns), blank line, ` -- Name <email>  date`.
-pub fn render_changelog_entry(entry: &ChangelogEntry) -> Result<String> {
-    let version: Version = entry.version.parse().with_context(|| {
-        format!(
-            "changelog entry: `{}` is not a valid Debian version",
-            entry.version
-        )
-    })?;
-    let urgency: Urgency = entry.urgency.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "urgency `{}` is not one of low, medium, high, emergency, critical; fix \
-             package.urgency in release.toml",
-            entry.urgency
-        )
-    })?;
-    let (name, email) = match debian_changelog::parseaddr(entry.maintainer.trim()) {
-        (Some(name), email) if !email.is_empty() && !name.trim().is_empty() => {
-            (name.trim().to_string(), email.to_string())
-        }
-        _ => bail!(
-            "maintainer `{}` is not `Name <email>`; fix package.maintainer in release.toml \
-             (or the git identity it defaults to)",
-            entry.maintainer
-        ),
-    };
-    if entry.package.is_empty() || entry.distribution.trim().is_empty() {
-        bail!("changelog entry: the package name and the distribution must not be empty");
-    }
-    let lines: Vec<String> = entry
-        .changes
-        .iter()
-        .flat_map(|change| wrap_bullet(change, CHANGELOG_WIDTH - 2))
-        .collect();
-    if lines.is_empty() {
-        bail!("changelog entry for {}: no changes to list", entry.version);
-    }
-    let mut changelog = ChangeLog::new();
-    let mut builder = changelog
-        .new_empty_entry()
-        .package(entry.package.clone())
-        .version(version)
-        .distributions(
-            entry
-                .distribution
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-        )
-        .urgency(urgency)
-        .maintainer((name, email))
-        .datetime(entry.date);
-    for line in lines {
-        builder = builder.change_line(line);
-    }
-    builder
-        .verify()
-        .map_err(|e| anyhow::anyhow!("changelog entry: {e}"))?;
-    builder.finish();
-    Ok(changelog.to_string())
-}
-
-/// `* text` wrapped to `width` columns, continuation lines indented under
-/// the text; a word longer than the width stays whole.
-fn wrap_bullet(text: &str, width: usize) -> Vec<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if words.is_empty() {
-        return Vec::new();
-    }
-    let mut lines = Vec::new();
-    let mut current = String::from("*");
-    for (i, word) in words.into_iter().enumerate() {
-        // The first word of a line goes on it however long it is.
-        let starts_line = i == 0 || current.trim().is_empty();
-        if !starts_line && current.len() + 1 + word.len() > width {
-            lines.push(std::mem::replace(&mut current, String::from(" ")));
-        }
-        current.push(' ');
-        current.push_str(word);
-    }
-    lines.push(current);
-    lines
-}
-
-fn changelog_edit(project: &Path, entry: &ChangelogEntry) -> Result<FileEdit> {
-    let (before, _) = read_changelog(project)?;
-    let rendered = render_changelog_entry(entry)?;
-    let after = if before.trim().is_empty() {
-        rendered
-    } else {
-        format!("{rendered}\n{before}")
-    };
-    // Read back what will be written: the new entry must be the top one.
-    let parsed = ChangeLog::parse(&after);
-    let top = parsed.tree().iter().next().and_then(|e| e.version());
-    if !parsed.errors().is_empty() || top.map(|v| v.to_string()) != Some(entry.version.clone()) {
-        bail!(
-            "{CHANGELOG}: the new entry for {} does not read back as the top entry ({:?}); \
-             this is a bug in the harness",
-            entry.version,
-            parsed.errors()
-        );
-    }
-    Ok(FileEdit {
-        path: PathBuf::from(CHANGELOG),
-        before,
-        after,
-    })
-}
-
-/// Adds `entry` at the top of `debian/changelog`, leaving the rest byte for
-/// byte.
-pub fn prepend_changelog_entry(project: &Path, entry: &ChangelogEntry) -> Result<()> {
-    let edit = changelog_edit(project, entry)?;
-    write_edits(project, &[edit])
-}
-
-// ---------------------------------------------------------------------------
-// The bump
-
-/// Everything decided before anything is written. It holds no path, so it
-/// can be applied in a scratch clone of the repository it was made in.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub previous_tag: Option<String>,
-    pub previous_version: Option<String>,
-    pub upstream: String,
-    pub debian_version: String,
-    pub tag: String,
-    /// The commit the release is cut from.
-    pub head: String,
-    pub changes: Vec<Commit>,
-    pub changelog: ChangelogEntry,
-    pub commit_message: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Bumped {
-    pub previous_tag: Option<String>,
-    pub previous_version: Option<String>,
-    pub upstream: String,
-    pub debian_version: String,
-    pub tag: String,
-    /// The release commit's sha.
-    pub commit: String,
-    pub changes: Vec<Commit>,
-}
-
-/// Decides the release and checks it can be made, without writing anything.
-pub fn plan(
-    project: &Path,
-    repo: &Repo,
-    config: &Config,
-    request: &VersionRequest,
-) -> Result<Plan> {
-    let previous = previous_release(repo, config)?;
-    let (changelog_package, changelog_version) = changelog_top(project)?;
-    let upstream = match request {
-        VersionRequest::Exact(v) => v.trim().to_string(),
-        VersionRequest::Bump(bump) => match &previous {
-            Some((_, v)) => next_version(v, *bump)?,
-            // No release tag yet: the changelog says where the project stands.
-            None => {
-                let top: Version = changelog_version.parse()?;
-                next_version(&top.upstream_version, *bump).with_context(|| {
-                    format!(
-                        "no release tag matches `{}` and the top of {CHANGELOG} is {}",
-                        config.package.tag_format, changelog_version
-                    )
-                })?
-            }
-        },
-    };
-    validate_upstream(&upstream, config)?;
-    if let Some(previous) = &previous {
-        check_greater(&upstream, previous)?;
-    }
-    let debian_version = config.debian_version(&upstream);
-    let top: Version = changelog_version.parse()?;
-    if debian_version.parse::<Version>()? <= top {
-        bail!(
-            "{CHANGELOG} already starts with version {changelog_version}, not lower than the \
-             new {debian_version}: the harness writes the release's entry itself\n  fix: remove \
-             that entry (or pass a higher --version)"
-        );
-    }
-
-    let tag = config.tag_for(&upstream);
-    check_tag_name(repo, &tag)?;
-    if let Some(at) = repo.tag_commit(&tag)? {
-        bail!("tag {tag} already exists (at {at}): delete it or pick another version");
-    }
-
-    let head = repo.head()?;
-    let changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
-    if changes.is_empty() {
-        match &previous {
-            Some((t, _)) => bail!("no commits since {t}: nothing to release"),
-            None => bail!("no commits: nothing to release"),
-        }
-    }
-
-    let identity = repo.identity()?;
-    let maintainer = config
-        .package
-        .maintainer
-        .clone()
-        .unwrap_or_else(|| format!("{} <{}>", identity.0, identity.1));
-    let changelog = ChangelogEntry {
-        package: changelog_package,
-        version: debian_version.clone(),
-        distribution: config.package.distribution.clone(),
-        urgency: config.package.urgency.clone(),
-        changes: changes.iter().map(|c| c.subject.clone()).collect(),
-        maintainer,
-        date: chrono::Local::now().fixed_offset(),
-    };
-    let plan = Plan {
-        previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
-        previous_version: previous.map(|(_, v)| v),
-        upstream: upstream.clone(),
-        debian_version,
-        tag,
-        head,
-        changes,
-        changelog,
-        commit_message: format!("Release {upstream}"),
-    };
-    let edits = edits(project, config, &plan)?;
-    check_not_dirty(project, repo, &edits)?;
-    Ok(plan)
-}
-
-/// Writes the version files and the changelog entry, commits them as
-/// `Release X.Y.Z` and makes the annotated tag, in `repo` (the repository the
-/// plan was made in, or a scratch clone of it). On a failure nothing is left
-/// behind: files, commit and tag are taken back.
-pub fn apply(project: &Path, repo: &Repo, config: &Config, plan: &Plan) -> Result<Bumped> {
-    let head = repo.head()?;
-    if head != plan.head {
-        bail!(
-            "{}: HEAD is at {head}, but the release was planned at {}; run the release again",
-            repo.root.display(),
-            plan.head
-        );
-    }
-    if let Some(at) = repo.tag_commit(&plan.tag)? {
-        bail!(
-            "tag {} already exists (at {at}): delete it or pick another version",
-            plan.tag
-        );
-    }
-    let edits = edits(project, config, plan)?;
-    let paths: Vec<PathBuf> = edits.iter().map(|e| project.join(&e.path)).collect();
-    write_edits(project, &edits)?;
-    let commit = match repo.commit_paths(&paths, &plan.commit_message) {
-        Ok(sha) => sha,
-        Err(e) => {
-            restore(project, &edits);
-            // A failed commit (a hook, say) may have left the files staged.
-            let _ = repo.undo_commit(&head, &paths);
-            return Err(e.context("committing the release"));
-        }
-    };
-    let message = format!(
-        "Release {} ({} {})",
-        plan.upstream, plan.changelog.package, plan.debian_version
-    );
-    if let Err(e) = repo.tag_annotated(&plan.tag, &message) {
-        let undone = repo.undo_commit(&head, &paths);
-        restore(project, &edits);
-        if let Err(u) = undone {
-            return Err(e.context(format!(
-                "tagging the release; the release commit {commit} could not be taken back \
-                 ({u:#}): `git reset --hard {head}` does it"
-            )));
-        }
-        return Err(e.context("tagging the release (the release commit was taken back)"));
-    }
-    Ok(Bumped {
-        previous_tag: plan.previous_tag.clone(),
-        previous_version: plan.previous_version.clone(),
-        upstream: plan.upstream.clone(),
-        debian_version: plan.debian_version.clone(),
-        tag: plan.tag.clone(),
-        commit,
-        changes: plan.changes.clone(),
-    })
-}
-
-/// `plan` then `apply`, in one repository.
-pub fn bump(
-    project: &Path,
-    repo: &Repo,
-    config: &Config,
-    request: &VersionRequest,
-) -> Result<Bumped> {
-    let plan = plan(project, repo, config, request)?;
-    apply(project, repo, config, &plan)
-}
-
-fn edits(project: &Path, config: &Config, plan: &Plan) -> Result<Vec<FileEdit>> {
-    let mut edits = version_file_edits(project, config, &plan.upstream)?;
-    if edits.iter().any(|e| e.path == Path::new(CHANGELOG)) {
-        bail!(
-            "{}: package.version_files lists {CHANGELOG}, which the harness writes itself; \
-             remove that entry",
-            release_toml(config)
-        );
-    }
-    edits.push(changelog_edit(project, &plan.changelog)?);
-    Ok(edits)
-}
-
-fn check_tag_name(repo: &Repo, tag: &str) -> Result<()> {
-    let valid = repo
-        .git(&["check-ref-format", &format!("refs/tags/{tag}")])
-        .is_ok();
-    if !valid {
-        bail!("`{tag}` is not a valid git tag name; check package.tag_format and the version");
-    }
-    Ok(())
-}
-
-/// The files the bump writes must not carry uncommitted edits: the release
-/// commit would take them along.
-fn check_not_dirty(project: &Path, repo: &Repo, edits: &[FileEdit]) -> Result<()> {
-    let dirty = repo.is_clean()?;
-    if dirty.is_empty() {
-        return Ok(());
-    }
-    let root = repo.root.canonicalize()?;
-    let project = project
-        .canonicalize()
-        .with_context(|| format!("resolving {}", project.display()))?;
-    for edit in edits {
-        let full = project.join(&edit.path);
-        let relative = full.strip_prefix(&root).unwrap_or(&full);
-        if dirty.iter().any(|d| Path::new(d) == relative) {
-            bail!(
-                "{} has uncommitted changes, and the release commit would take them along\n  \
-                 fix: commit or discard them first",
-                edit.path.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::support::git::testing::{commit_file, init, write};
-
-    fn config(toml: &str) -> Config {
-        Config::parse(toml, Path::new("release.toml")).unwrap()
-    }
-
-    fn scap_config() -> Config {
-        config(
-            "[package]\nname = \"scap\"\n[[package.version_files]]\npath = \
-             \"scap/version.py\"\nline = '__version__ = \"{version}\"'\n",
-        )
-    }
-
-    const VERSION_PY: &str =
-        "# -*- coding: utf-8 -*-\n\"\"\"Version.\"\"\"\n\n__version__ = \"4.12.0-1\"\n";
-
-    const CHANGELOG_4_12: &str = "scap (4.12.0-1) unstable; urgency=medium\n\n  * Old change\n\n \
-         -- Old Maintainer <old@example.org>  Mon, 01 Jan 2024 10:00:00 +0000\n";
-
-    fn msg(e: anyhow::Error) -> String {
-        format!("{e:#}")
-    }
-
-    /// A scap-like repository released as 4.12.0, with two commits since.
-    fn scap_repo(dir: &Path) -> Repo {
-        let repo = init(dir);
-        write(&repo, "scap/version.py", VERSION_PY);
-        write(&repo, "debian/changelog", CHANGELOG_4_12);
-        repo.git(&["add", "."]).unwrap();
-        repo.git(&["commit", "--quiet", "-m", "Release 4.12.0"])
-            .unwrap();
-        repo.tag_annotated("4.12.0", "Release 4.12.0").unwrap();
-        commit_file(&repo, "scap/sync.py", "x = 1\n", "sync: retry ssh once");
-        commit_file(&repo, "scap/main.py", "y = 1\n", "Speed up canary checks");
-        repo
-    }
-
-    fn dpkg_parsechangelog(project: &Path, field: &str) -> String {
-        let out = std::process::Command::new("dpkg-parsechangelog")
-            .arg("-l")
-            .arg(project.join(CHANGELOG))
-            .arg(format!("-S{field}"))
-            .output()
-            .expect("dpkg-parsechangelog (package dpkg-dev) is needed by this test");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
+    use crate::release::testing::{config, msg, scap_config};
+    use crate::support::git::testing::{commit_file, init};
 
     #[test]
     fn next_versions() {
@@ -1100,275 +561,5 @@ mod tests {
             std::fs::read_to_string(dir.path().join("setup.py")).unwrap(),
             "setup(\n    name='scap',\n    version='4.13.0',\n)\n"
         );
-    }
-
-    fn entry(changes: &[&str]) -> ChangelogEntry {
-        ChangelogEntry {
-            package: "scap".into(),
-            version: "4.13.0-1".into(),
-            distribution: "unstable".into(),
-            urgency: "medium".into(),
-            changes: changes.iter().map(|s| s.to_string()).collect(),
-            maintainer: "Release Tester <tester@example.org>".into(),
-            date: DateTime::parse_from_rfc3339("2024-03-05T14:07:09+01:00").unwrap(),
-        }
-    }
-
-    #[test]
-    fn changelog_entry_is_rendered_the_debian_way() {
-        let long = "sync: when a target is unreachable, retry the rsync once with a longer \
-                    timeout before counting it as failed";
-        let text = render_changelog_entry(&entry(&["Speed up canary checks", long])).unwrap();
-        assert_eq!(
-            text,
-            "scap (4.13.0-1) unstable; urgency=medium\n\
-             \n  * Speed up canary checks\
-             \n  * sync: when a target is unreachable, retry the rsync once with a longer\
-             \n    timeout before counting it as failed\
-             \n\n -- Release Tester <tester@example.org>  Tue, 05 Mar 2024 14:07:09 +0100\n"
-        );
-        assert!(text.lines().all(|l| l.len() < 80));
-
-        let mut bad = entry(&["x"]);
-        bad.maintainer = "tester@example.org".into();
-        let err = msg(render_changelog_entry(&bad).unwrap_err());
-        assert!(err.contains("is not `Name <email>`"), "{err}");
-        let mut bad = entry(&["x"]);
-        bad.urgency = "whenever".into();
-        assert!(msg(render_changelog_entry(&bad).unwrap_err()).contains("package.urgency"));
-        assert!(render_changelog_entry(&entry(&[" "])).is_err());
-    }
-
-    #[test]
-    fn changelog_prepend_is_read_by_dpkg() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
-        std::fs::write(dir.path().join(CHANGELOG), CHANGELOG_4_12).unwrap();
-        prepend_changelog_entry(dir.path(), &entry(&["First", "Second"])).unwrap();
-        let text = std::fs::read_to_string(dir.path().join(CHANGELOG)).unwrap();
-        assert!(text.ends_with(&format!("\n\n{CHANGELOG_4_12}")), "{text}");
-        assert_eq!(dpkg_parsechangelog(dir.path(), "Version"), "4.13.0-1\n");
-        assert_eq!(
-            dpkg_parsechangelog(dir.path(), "Changes"),
-            "\nscap (4.13.0-1) unstable; urgency=medium\n.\n  * First\n  * Second\n"
-        );
-        assert_eq!(changelog_top_version(dir.path()).unwrap(), "4.13.0-1");
-    }
-
-    #[test]
-    fn changelog_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = msg(changelog_top_version(dir.path()).unwrap_err());
-        assert!(err.contains("has no debian/ directory"), "{err}");
-        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
-        let err = msg(changelog_top_version(dir.path()).unwrap_err());
-        assert!(err.contains("has no debian/changelog"), "{err}");
-
-        let broken = "scap (4.12.0-1) unstable; urgency=medium\n\n  * Old change\n\n \
-                      -- Old Maintainer <old@example.org> Mon, 01 Jan 2024\n";
-        std::fs::write(dir.path().join(CHANGELOG), broken).unwrap();
-        let err = msg(prepend_changelog_entry(dir.path(), &entry(&["x"])).unwrap_err());
-        assert!(
-            err.starts_with("debian/changelog: cannot parse it: line 5: "),
-            "{err}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(CHANGELOG)).unwrap(),
-            broken
-        );
-        std::fs::write(
-            dir.path().join(CHANGELOG),
-            format!("scap 4.12.1 unstable; urgency=medium\n\n{CHANGELOG_4_12}"),
-        )
-        .unwrap();
-        let err = msg(changelog_top_version(dir.path()).unwrap_err());
-        assert!(
-            err.starts_with("debian/changelog: cannot parse it: line 1: "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn bump_round_trip_on_a_scap_like_repository() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = scap_repo(dir.path());
-        let c = scap_config();
-        let bumped = bump(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Minor)).unwrap();
-        assert_eq!(bumped.previous_tag.as_deref(), Some("4.12.0"));
-        assert_eq!(bumped.previous_version.as_deref(), Some("4.12.0"));
-        assert_eq!(bumped.upstream, "4.13.0");
-        assert_eq!(bumped.debian_version, "4.13.0-1");
-        assert_eq!(bumped.tag, "4.13.0");
-        let subjects: Vec<&str> = bumped.changes.iter().map(|c| c.subject.as_str()).collect();
-        assert_eq!(
-            subjects,
-            vec!["sync: retry ssh once", "Speed up canary checks"]
-        );
-
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("scap/version.py")).unwrap(),
-            VERSION_PY.replace("4.12.0-1", "4.13.0-1")
-        );
-        assert_eq!(dpkg_parsechangelog(dir.path(), "Version"), "4.13.0-1\n");
-        let changes = dpkg_parsechangelog(dir.path(), "Changes");
-        assert!(
-            changes.ends_with("\n.\n  * sync: retry ssh once\n  * Speed up canary checks\n"),
-            "{changes}"
-        );
-        assert_eq!(
-            dpkg_parsechangelog(dir.path(), "Maintainer"),
-            "Release Tester <tester@example.org>\n"
-        );
-
-        assert!(repo.is_clean().unwrap().is_empty());
-        assert_eq!(repo.head().unwrap(), bumped.commit);
-        assert_eq!(
-            repo.git(&["log", "-1", "--format=%s"]).unwrap(),
-            "Release 4.13.0"
-        );
-        let files = repo
-            .git(&["show", "--name-only", "--format=", "HEAD"])
-            .unwrap();
-        assert_eq!(files, "debian/changelog\nscap/version.py");
-        assert_eq!(repo.git(&["cat-file", "-t", "4.13.0"]).unwrap(), "tag");
-        assert_eq!(
-            repo.tag_commit("4.13.0").unwrap(),
-            Some(bumped.commit.clone())
-        );
-
-        // Right after a release there is nothing new to release.
-        let err = msg(plan(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Patch)).unwrap_err());
-        assert_eq!(err, "no commits since 4.13.0: nothing to release");
-    }
-
-    #[test]
-    fn plan_in_the_repository_apply_in_a_scratch_clone() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = scap_repo(dir.path());
-        let c = scap_config();
-        let plan = plan(
-            dir.path(),
-            &repo,
-            &c,
-            &VersionRequest::Exact("5.0.0".into()),
-        )
-        .unwrap();
-        assert_eq!(plan.debian_version, "5.0.0-1");
-        assert_eq!(plan.changes.len(), 2);
-        // Planning wrote nothing.
-        assert!(repo.is_clean().unwrap().is_empty());
-
-        let scratch = tempfile::tempdir().unwrap();
-        let clone = repo.scratch_clone(&scratch.path().join("w")).unwrap();
-        let bumped = apply(&clone.root, &clone, &c, &plan).unwrap();
-        assert_eq!(clone.tag_commit("5.0.0").unwrap(), Some(bumped.commit));
-        assert!(!repo.tag_exists("5.0.0").unwrap());
-        assert_eq!(changelog_top_version(&clone.root).unwrap(), "5.0.0-1");
-        assert_eq!(changelog_top_version(dir.path()).unwrap(), "4.12.0-1");
-    }
-
-    #[test]
-    fn plan_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = scap_repo(dir.path());
-        let c = scap_config();
-        let exact = |v: &str| VersionRequest::Exact(v.into());
-
-        let err = msg(plan(dir.path(), &repo, &c, &exact("4.12.0")).unwrap_err());
-        assert!(
-            err.contains(
-                "version 4.12.0 is not greater than the previous release 4.12.0 (tag 4.12.0)"
-            ),
-            "{err}"
-        );
-        let err = msg(plan(dir.path(), &repo, &c, &exact("v5")).unwrap_err());
-        assert!(err.contains("must start with a digit"), "{err}");
-        let err = msg(plan(dir.path(), &repo, &c, &exact("5.0~rc1")).unwrap_err());
-        assert!(
-            err.contains("`5.0~rc1` is not a valid git tag name"),
-            "{err}"
-        );
-
-        write(
-            &repo,
-            "scap/version.py",
-            "__version__ = \"4.12.0-1\"\n# wip\n",
-        );
-        let err = msg(plan(dir.path(), &repo, &c, &exact("4.13.0")).unwrap_err());
-        assert!(
-            err.starts_with("scap/version.py has uncommitted changes"),
-            "{err}"
-        );
-        repo.git(&["checkout", "--", "scap/version.py"]).unwrap();
-
-        let mut c2 = c.clone();
-        c2.package.version_files[0].path = "scap/_version.py".into();
-        let err = msg(plan(dir.path(), &repo, &c2, &exact("4.13.0")).unwrap_err());
-        assert!(err.contains("scap/_version.py: not found"), "{err}");
-
-        // A hand-written entry at the top is not silently duplicated.
-        let top = CHANGELOG_4_12.replace("4.12.0-1", "4.13.0-1");
-        commit_file(
-            &repo,
-            CHANGELOG,
-            &format!("{top}\n{CHANGELOG_4_12}"),
-            "changelog by hand",
-        );
-        let err = msg(plan(dir.path(), &repo, &c, &exact("4.13.0")).unwrap_err());
-        assert!(
-            err.contains("already starts with version 4.13.0-1"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn first_release_bumps_from_the_changelog() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = init(dir.path());
-        write(&repo, "scap/version.py", VERSION_PY);
-        write(&repo, CHANGELOG, CHANGELOG_4_12);
-        repo.git(&["add", "."]).unwrap();
-        repo.git(&["commit", "--quiet", "-m", "Initial import"])
-            .unwrap();
-        let p = plan(
-            dir.path(),
-            &repo,
-            &scap_config(),
-            &VersionRequest::Bump(Bump::Patch),
-        )
-        .unwrap();
-        assert_eq!(p.previous_tag, None);
-        assert_eq!(p.upstream, "4.12.1");
-        assert_eq!(p.changes.len(), 1);
-    }
-
-    #[test]
-    fn apply_takes_everything_back_when_tagging_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = scap_repo(dir.path());
-        let c = scap_config();
-        let p = plan(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Minor)).unwrap();
-        let head = repo.head().unwrap();
-        // A tag appearing between plan and apply.
-        repo.tag_annotated("4.13.0", "race").unwrap();
-        let err = msg(apply(dir.path(), &repo, &c, &p).unwrap_err());
-        assert_eq!(
-            err,
-            format!("tag 4.13.0 already exists (at {head}): delete it or pick another version")
-        );
-        repo.delete_tag("4.13.0").unwrap();
-
-        // A tag the ref store refuses: a directory in the way of the name.
-        std::fs::create_dir_all(dir.path().join(".git/refs/tags/4.13.0/x")).unwrap();
-        std::fs::write(
-            dir.path().join(".git/refs/tags/4.13.0/x/y"),
-            format!("{head}\n"),
-        )
-        .unwrap();
-        let err = msg(apply(dir.path(), &repo, &c, &p).unwrap_err());
-        assert!(err.contains("tagging the release"), "{err}");
-        assert_eq!(repo.head().unwrap(), head);
-        assert!(repo.is_clean().unwrap().is_empty(), "{:?}", repo.is_clean());
-        assert_eq!(changelog_top_version(dir.path()).unwrap(), "4.12.0-1");
     }
 }

@@ -4,13 +4,15 @@
 //!
 //! Shelling out (rather than a git library) keeps behaviour identical to what
 //! an operator gets by hand: same config, hooks, credentials and signing.
+//! Every git command is made by `git_in`, through `support::process`.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use anyhow::{bail, Context, Result};
+
+use crate::support::process::{self, Process};
 
 /// A git work tree; `root` is its top-level directory.
 #[derive(Debug, Clone)]
@@ -37,8 +39,7 @@ impl Repo {
                 path.display()
             );
         }
-        let output = git_command(path)
-            .args(["rev-parse", "--show-toplevel"])
+        let output = git_in(path, &["rev-parse", "--show-toplevel"])
             .output()
             .context("running git: is git installed and on PATH?")?;
         if !output.status.success() {
@@ -55,75 +56,31 @@ impl Repo {
         })
     }
 
+    /// `git ARGS` in the work tree, to run as the caller needs (`output` for
+    /// the commands whose failure is an answer, stdin with `with`).
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Process {
+        git_in(&self.root, args)
+    }
+
     /// Runs `git ARGS` in the work tree and returns its stdout without the
-    /// trailing newline; a failure names the command, exit code and stderr.
+    /// trailing newline; a failure names the command, its exit and the tail
+    /// of its stderr.
     pub fn git<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<String> {
-        let output = self.run(args, None)?;
-        self.check(args, &output)?;
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end_matches(['\n', '\r'])
-            .to_string())
+        self.command(args).read()
     }
 
     /// Runs `git ARGS` and returns its output whatever the exit status, for
     /// callers whose failure is an answer (a refused push, a moved ref).
     pub fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
-        self.run(args, None)
-    }
-
-    /// Runs git and returns its output whatever the exit status, for the
-    /// commands whose failure is an answer ("no such tag").
-    fn run<S: AsRef<OsStr>>(&self, args: &[S], stdin: Option<&[u8]>) -> Result<Output> {
-        let mut command = git_command(&self.root);
-        command.args(args);
-        let Some(input) = stdin else {
-            return command
-                .output()
-                .with_context(|| format!("running {}", describe(args)));
-        };
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("running {}", describe(args)))?;
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(input)
-            .with_context(|| format!("writing to {}", describe(args)))?;
-        child
-            .wait_with_output()
-            .with_context(|| format!("running {}", describe(args)))
-    }
-
-    fn check<S: AsRef<OsStr>>(&self, args: &[S], output: &Output) -> Result<()> {
-        if output.status.success() {
-            return Ok(());
-        }
-        let code = output
-            .status
-            .code()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "none (killed by a signal)".into());
-        bail!(
-            "`{}` failed in {} (exit code {code}): {}",
-            describe(args),
-            self.root.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
+        self.command(args).output()
     }
 
     /// The paths that make the tree dirty (modified, staged, deleted or
     /// untracked; ignored files do not count). Empty means clean.
-    pub fn is_clean(&self) -> Result<Vec<String>> {
-        let output = self.run(
-            &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
-            None,
-        )?;
-        self.check(&["status", "--porcelain=v1", "-z"], &output)?;
+    pub fn dirty_paths(&self) -> Result<Vec<String>> {
+        let output = self
+            .command(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])
+            .run()?;
         let text = String::from_utf8_lossy(&output.stdout);
         let mut paths = Vec::new();
         let mut records = text.split('\0').filter(|r| !r.is_empty());
@@ -140,17 +97,15 @@ impl Repo {
 
     /// The checked-out branch, or None on a detached HEAD.
     pub fn current_branch(&self) -> Result<Option<String>> {
-        let args = ["symbolic-ref", "--quiet", "--short", "HEAD"];
-        let output = self.run(&args, None)?;
+        let command = self.command(&["symbolic-ref", "--quiet", "--short", "HEAD"]);
+        let output = command.output()?;
         match output.status.code() {
             Some(0) => Ok(Some(
                 String::from_utf8_lossy(&output.stdout).trim().to_string(),
             )),
             Some(1) => Ok(None),
-            _ => {
-                self.check(&args, &output)?;
-                unreachable!("check fails on a non-zero status")
-            }
+            // Any other status is a failure: check says which.
+            _ => process::check(command.shown(), &output).map(|()| None),
         }
     }
 
@@ -161,7 +116,9 @@ impl Repo {
     /// The commit a tag points at, if the tag exists.
     pub fn tag_commit(&self, name: &str) -> Result<Option<String>> {
         let spec = format!("refs/tags/{name}^{{commit}}");
-        let output = self.run(&["rev-parse", "--quiet", "--verify", &spec], None)?;
+        let output = self
+            .command(&["rev-parse", "--quiet", "--verify", &spec])
+            .output()?;
         if output.status.success() {
             Ok(Some(
                 String::from_utf8_lossy(&output.stdout).trim().to_string(),
@@ -179,8 +136,9 @@ impl Repo {
     /// The object name of a revision (an annotated tag gives the tag object;
     /// append `^{commit}` for its commit).
     pub fn rev_parse(&self, rev: &str) -> Result<String> {
-        let args = ["rev-parse", "--verify", "--end-of-options", rev];
-        let output = self.run(&args, None)?;
+        let output = self
+            .command(&["rev-parse", "--verify", "--end-of-options", rev])
+            .output()?;
         if !output.status.success() {
             bail!(
                 "{}: `{rev}` is not a known revision: {}",
@@ -262,8 +220,8 @@ impl Repo {
     }
 
     fn config_value(&self, key: &str) -> Result<Option<String>> {
-        let args = ["config", "--get", key];
-        let output = self.run(&args, None)?;
+        let command = self.command(&["config", "--get", key]);
+        let output = command.output()?;
         match output.status.code() {
             // An empty value counts as unset: git itself refuses it.
             Some(0) => {
@@ -271,15 +229,14 @@ impl Repo {
                 Ok((!value.is_empty()).then_some(value))
             }
             Some(1) => Ok(None),
-            _ => {
-                self.check(&args, &output)?;
-                unreachable!("check fails on a non-zero status")
-            }
+            _ => process::check(command.shown(), &output).map(|()| None),
         }
     }
 
     fn local_config_value(&self, key: &str) -> Result<Option<String>> {
-        let output = self.run(&["config", "--local", "--get", key], None)?;
+        let output = self
+            .command(&["config", "--local", "--get", key])
+            .output()?;
         Ok(output
             .status
             .success()
@@ -325,13 +282,16 @@ impl Repo {
     /// pushed by mistake. A locally configured identity is copied over.
     pub fn scratch_clone(&self, dest: &Path) -> Result<Repo> {
         let head = self.head()?;
-        let output = git_command(&self.root)
-            .arg("clone")
-            .args(["--quiet", "--no-hardlinks", "--"])
-            .arg(&self.root)
-            .arg(dest)
-            .output()
-            .context("running git clone")?;
+        let output = self
+            .command(&[
+                "clone".as_ref(),
+                "--quiet".as_ref(),
+                "--no-hardlinks".as_ref(),
+                "--".as_ref(),
+                self.root.as_os_str(),
+                dest.as_os_str(),
+            ])
+            .output()?;
         if !output.status.success() {
             bail!(
                 "cannot make a scratch clone of {} at {}: {}",
@@ -380,10 +340,7 @@ impl Repo {
 
     /// The content of `path` (relative to the repository root) at `rev`.
     pub fn show_file_at(&self, rev: &str, path: &str) -> Result<String> {
-        let spec = format!("{rev}:{path}");
-        let args = ["show", &spec];
-        let output = self.run(&args, None)?;
-        self.check(&args, &output)?;
+        let output = self.command(&["show", &format!("{rev}:{path}")]).run()?;
         String::from_utf8(output.stdout)
             .with_context(|| format!("{path} at {rev} is not UTF-8 text"))
     }
@@ -393,42 +350,37 @@ impl Repo {
     pub fn archive(&self, rev: &str, dest_dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dest_dir)
             .with_context(|| format!("creating {}", dest_dir.display()))?;
-        let args = ["archive", "--format=tar", rev];
-        let mut child = git_command(&self.root)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", describe(&args)))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let unpacked = tar::Archive::new(stdout).unpack(dest_dir);
-        let output = child.wait_with_output()?;
-        self.check(&args, &output)?;
-        unpacked.with_context(|| format!("unpacking {rev} into {}", dest_dir.display()))
+        // A source tree fits in memory; reading it whole lets the one runner
+        // report git's failure before anything is unpacked.
+        let output = self.command(&["archive", "--format=tar", rev]).run()?;
+        tar::Archive::new(output.stdout.as_slice())
+            .unpack(dest_dir)
+            .with_context(|| format!("unpacking {rev} into {}", dest_dir.display()))
     }
 
     /// Attaches `text` to `object` under `refs/notes/<notes_ref>`, replacing a
     /// note already there.
     pub fn notes_add(&self, notes_ref: &str, object: &str, text: &str) -> Result<()> {
-        let args = [
+        let text = text.as_bytes().to_vec();
+        self.command(&[
             "notes", "--ref", notes_ref, "add", "--force", "--file=-", object,
-        ];
-        let output = self.run(&args, Some(text.as_bytes()))?;
-        self.check(&args, &output)
+        ])
+        .with(|e| e.stdin_bytes(text))
+        .run()?;
+        Ok(())
     }
 
     /// The note on `object` under `refs/notes/<notes_ref>`, if any.
     pub fn notes_show(&self, notes_ref: &str, object: &str) -> Result<Option<String>> {
-        let args = ["notes", "--ref", notes_ref, "show", object];
-        let output = self.run(&args, None)?;
+        let command = self.command(&["notes", "--ref", notes_ref, "show", object]);
+        let output = command.output()?;
         if output.status.success() {
             return Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()));
         }
         if String::from_utf8_lossy(&output.stderr).contains("no note found") {
             return Ok(None);
         }
-        self.check(&args, &output)?;
-        unreachable!("check fails on a non-zero status")
+        process::check(command.shown(), &output).map(|()| None)
     }
 
     pub fn push(&self, remote: &str, refspecs: &[&str]) -> Result<()> {
@@ -446,30 +398,22 @@ impl Repo {
     }
 }
 
-fn git_command(dir: &Path) -> Command {
-    let mut command = Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        // Messages are matched ("no note found"); keep them in English.
-        .env("LC_ALL", "C")
-        // A credential prompt would hang a CI job; fail instead.
-        .env("GIT_TERMINAL_PROMPT", "0")
-        // Set when the harness runs from a git hook; they would point every
-        // command at the hook's repository instead of `dir`.
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE");
-    command
-}
-
-fn describe<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let mut text = String::from("git");
-    for arg in args {
-        text.push(' ');
-        text.push_str(&arg.as_ref().to_string_lossy());
-    }
-    text
+/// `git ARGS` run in `dir`, with the environment every git command of the
+/// harness needs.
+fn git_in<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Process {
+    let dir = dir.to_path_buf();
+    process::cmd("git", args).with(move |e| {
+        e.dir(dir)
+            // Messages are matched ("no note found"); keep them in English.
+            .env("LC_ALL", "C")
+            // A credential prompt would hang a CI job; fail instead.
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // Set when the harness runs from a git hook; they would point every
+            // command at the hook's repository instead of `dir`.
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+    })
 }
 
 /// Test helpers shared with other modules' tests: a repository in a temp
@@ -480,15 +424,9 @@ pub mod testing {
 
     pub fn init(dir: &Path) -> Repo {
         std::fs::create_dir_all(dir).unwrap();
-        let out = git_command(dir)
-            .args(["init", "--quiet", "--initial-branch=main"])
-            .output()
+        git_in(dir, &["init", "--quiet", "--initial-branch=main"])
+            .run()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let repo = Repo::open(dir).unwrap();
         for (k, v) in [
             ("user.name", "Release Tester"),
@@ -543,18 +481,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = init(dir.path());
         commit_file(&repo, "a.txt", "a\n", "Add a");
-        assert!(repo.is_clean().unwrap().is_empty());
+        assert!(repo.dirty_paths().unwrap().is_empty());
         write(&repo, "a.txt", "changed\n");
         write(&repo, "new dir/b.txt", "b\n");
-        let mut dirty = repo.is_clean().unwrap();
+        let mut dirty = repo.dirty_paths().unwrap();
         dirty.sort();
         assert_eq!(dirty, vec!["a.txt", "new dir/b.txt"]);
         repo.git(&["add", "-A"]).unwrap();
         repo.git(&["commit", "--quiet", "-m", "More"]).unwrap();
-        assert!(repo.is_clean().unwrap().is_empty());
+        assert!(repo.dirty_paths().unwrap().is_empty());
         // A rename is one entry, under its new name.
         repo.git(&["mv", "a.txt", "c.txt"]).unwrap();
-        assert_eq!(repo.is_clean().unwrap(), vec!["c.txt"]);
+        assert_eq!(repo.dirty_paths().unwrap(), vec!["c.txt"]);
     }
 
     #[test]
@@ -612,8 +550,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = init(dir.path());
         let err = repo.git(&["frobnicate"]).unwrap_err().to_string();
-        assert!(err.contains("`git frobnicate` failed"), "{err}");
-        assert!(err.contains("exit code 1"), "{err}");
+        assert!(
+            err.starts_with("`git frobnicate` exited with 1:\n"),
+            "{err}"
+        );
         assert!(err.contains("not a git command"), "{err}");
     }
 
@@ -650,7 +590,7 @@ mod tests {
             .git(&["show", "--name-only", "--format=%s", "HEAD"])
             .unwrap();
         assert_eq!(files, "Release 1.0.0\n\na.txt");
-        assert_eq!(repo.is_clean().unwrap(), vec!["other.txt"]);
+        assert_eq!(repo.dirty_paths().unwrap(), vec!["other.txt"]);
 
         let parent = repo.rev_parse("HEAD~1").unwrap();
         repo.undo_commit(&parent, &["a.txt"]).unwrap();
@@ -681,7 +621,7 @@ mod tests {
         assert_eq!(tags, vec!["0.9.0-side", "1.0.0"]);
         assert_eq!(clone.identity().unwrap().0, "Release Tester");
         assert_eq!(clone.git(&["remote"]).unwrap(), "");
-        assert!(clone.is_clean().unwrap().is_empty());
+        assert!(clone.dirty_paths().unwrap().is_empty());
 
         commit_file(&clone, "a.txt", "3\n", "Only in the clone");
         clone.tag_annotated("2.0.0", "x").unwrap();
@@ -746,12 +686,17 @@ mod tests {
         let sha = commit_file(&repo, "a.txt", "1\n", "First");
         repo.tag_annotated("1.0.0", "Release 1.0.0").unwrap();
         let remote = dir.path().join("remote.git");
-        let out = git_command(dir.path())
-            .args(["init", "--quiet", "--bare"])
-            .arg(&remote)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        git_in(
+            dir.path(),
+            &[
+                "init".as_ref(),
+                "--quiet".as_ref(),
+                "--bare".as_ref(),
+                remote.as_os_str(),
+            ],
+        )
+        .run()
+        .unwrap();
         let url = remote.to_str().unwrap();
         repo.push(url, &["main", "refs/tags/1.0.0"]).unwrap();
         repo.notes_add("release", &sha, "built").unwrap();

@@ -1,6 +1,8 @@
 //! The ground every step stands on: the Docker engine and the images, the
-//! project's git repository, and progress output.
+//! project's git repository, Debian packaging (debian/control, package
+//! relations, dpkg-deb), running programs, and progress output.
 
+pub mod debian;
 pub mod docker;
 pub mod git;
 pub mod images;

@@ -43,9 +43,9 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
     let built = build::build(&docker, &config, &project, &out, &progress.reporter()).await?;
     let deb = Deb {
         path: built.deb().to_path_buf(),
-        version: crate::release::deb_field(built.deb(), "Version")?,
+        version: crate::support::debian::deb_field(built.deb(), "Version")?,
     };
-    let depends = images::deb_depends(&deb.path)?;
+    let depends = crate::support::debian::deb_depends(&deb.path)?;
     let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
 
     let mut rows = Vec::new();

@@ -1,0 +1,413 @@
+//! What the harness knows of Debian packaging, in one place: debian/control
+//! (its source paragraph, the source package's name, Build-Depends), package
+//! relations (`a (>= 1) [amd64] <!nocheck> | b`) and architectures, and
+//! `dpkg-deb`: a .deb's fields and Depends, and building a .deb from a tree.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+
+use crate::support::process;
+
+/// `Source:` of the project's debian/control.
+pub fn source_package_name(project: &Path) -> Result<String> {
+    let control = project.join("debian/control");
+    let text = std::fs::read_to_string(&control)
+        .with_context(|| format!("reading {}", control.display()))?;
+    control_fields(source_paragraph(&text))
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Source"))
+        .map(|(_, value)| value)
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("{}: no `Source:` field", control.display()))
+}
+
+/// The first paragraph of a debian/control, which describes the source
+/// package (comment-only paragraphs skipped).
+fn source_paragraph(control: &str) -> &str {
+    control
+        .split("\n\n")
+        .find(|p| {
+            p.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .unwrap_or("")
+}
+
+/// The control fields `fields` of a .deb as `dpkg-deb -f` prints them
+/// (`Name: value` lines; one field alone is printed as its bare value).
+fn deb_fields(deb: &Path, fields: &[&str]) -> Result<String> {
+    let mut args = vec![OsString::from("-f"), deb.into()];
+    args.extend(fields.iter().map(OsString::from));
+    process::cmd("dpkg-deb", args).read().with_context(|| {
+        format!(
+            "reading {} of {} (dpkg-deb comes with dpkg: apt-get install dpkg)",
+            fields.join(", "),
+            deb.display()
+        )
+    })
+}
+
+/// One control field of a .deb (`Version`, `Package`...).
+pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
+    Ok(deb_fields(deb, &[field])?.trim().to_string())
+}
+
+/// Builds the .deb `deb` from the tree `root` (its `DEBIAN/control` and the
+/// files to install), owned by root, compressed with gzip.
+pub fn build_deb(root: &Path, deb: &Path) -> Result<()> {
+    process::cmd(
+        "dpkg-deb",
+        [
+            OsString::from("--root-owner-group"),
+            "-Zgzip".into(),
+            "--build".into(),
+            root.into(),
+            deb.into(),
+        ],
+    )
+    .run()
+    .context("building a .deb (dpkg-deb comes with dpkg: apt-get install dpkg)")?;
+    Ok(())
+}
+
+/// Depends and Pre-Depends of a .deb, as package names (alternatives kept as
+/// `a | b`, versions and arch qualifiers dropped): what an image needs so the
+/// package installs without a network.
+pub fn deb_depends(deb: &Path) -> Result<Vec<String>> {
+    // One field per line: `Depends: a, b` (continuations are indented).
+    let text = deb_fields(deb, &["Pre-Depends", "Depends"])?;
+    let mut names = Vec::new();
+    for (_, value) in control_fields(&text) {
+        for relation in parse_relations(&value)
+            .with_context(|| format!("reading the Depends of {}", deb.display()))?
+        {
+            let alternatives: Vec<&str> = relation.iter().map(|a| a.name.as_str()).collect();
+            let joined = alternatives.join(" | ");
+            if !names.contains(&joined) {
+                names.push(joined);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Build-Depends, Build-Depends-Arch and Build-Depends-Indep of a
+/// debian/control's source paragraph, as the relations that apply to a plain
+/// build on this architecture (arch and profile restrictions evaluated and
+/// dropped), each as apt reads it: `debhelper-compat (= 13)`, `a | b`.
+pub fn build_depends(control: &str) -> Result<Vec<String>> {
+    let arch = host_architecture();
+    let mut out = Vec::new();
+    for (name, value) in control_fields(source_paragraph(control)) {
+        if !["build-depends", "build-depends-arch", "build-depends-indep"]
+            .contains(&name.to_ascii_lowercase().as_str())
+        {
+            continue;
+        }
+        for relation in parse_relations(&value).with_context(|| format!("field {name}"))? {
+            let applying: Vec<String> = relation
+                .iter()
+                .filter(|a| a.applies_to(&arch))
+                .map(|a| a.to_string())
+                .collect();
+            if !applying.is_empty() {
+                let joined = applying.join(" | ");
+                if !out.contains(&joined) {
+                    out.push(joined);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One alternative of a package relation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    pub name: String,
+    /// `any` or `native` of `name:any`.
+    pub arch_qualifier: Option<String>,
+    /// (`>=`, `1.2`)
+    pub version: Option<(String, String)>,
+    /// `[amd64 !i386]`
+    pub architectures: Vec<String>,
+    /// `<!nocheck> <cross>`: the outer list is "or", each inner one "and".
+    pub profiles: Vec<Vec<String>>,
+}
+
+impl Alternative {
+    /// Whether this alternative is part of a plain build (no build profile)
+    /// on `arch`.
+    pub fn applies_to(&self, arch: &str) -> bool {
+        let arch_ok = if self.architectures.is_empty() {
+            true
+        } else if self.architectures.iter().all(|a| a.starts_with('!')) {
+            !self
+                .architectures
+                .iter()
+                .any(|a| arch_matches(&a[1..], arch))
+        } else {
+            self.architectures.iter().any(|a| arch_matches(a, arch))
+        };
+        let profiles_ok = self.profiles.is_empty()
+            || self
+                .profiles
+                .iter()
+                .any(|terms| terms.iter().all(|t| t.starts_with('!')));
+        arch_ok && profiles_ok
+    }
+}
+
+impl std::fmt::Display for Alternative {
+    /// As apt reads it, without the restrictions already evaluated.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)?;
+        if let Some(q) = &self.arch_qualifier {
+            write!(f, ":{q}")?;
+        }
+        if let Some((op, version)) = &self.version {
+            write!(f, " ({op} {version})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a relation field (`a (>= 1) [amd64] <!nocheck> | b, c:any`) into
+/// relations, each a list of alternatives.
+pub fn parse_relations(field: &str) -> Result<Vec<Vec<Alternative>>> {
+    let mut relations = Vec::new();
+    for relation in field.split(',') {
+        if relation.trim().is_empty() {
+            continue;
+        }
+        let mut alternatives = Vec::new();
+        for alternative in relation.split('|') {
+            alternatives.push(parse_alternative(alternative.trim()).with_context(|| {
+                format!("cannot read the package relation `{}`", relation.trim())
+            })?);
+        }
+        relations.push(alternatives);
+    }
+    Ok(relations)
+}
+
+fn parse_alternative(text: &str) -> Result<Alternative> {
+    let name_end = text
+        .find(|c: char| c.is_whitespace() || "([<".contains(c))
+        .unwrap_or(text.len());
+    let (full_name, mut rest) = text.split_at(name_end);
+    let (name, arch_qualifier) = match full_name.split_once(':') {
+        Some((n, q)) => (n, Some(q.to_string())),
+        None => (full_name, None),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+    {
+        bail!("`{full_name}` is not a package name");
+    }
+    let mut alt = Alternative {
+        name: name.to_string(),
+        arch_qualifier,
+        version: None,
+        architectures: Vec::new(),
+        profiles: Vec::new(),
+    };
+    loop {
+        rest = rest.trim_start();
+        let Some(open) = rest.chars().next() else {
+            break;
+        };
+        let close = match open {
+            '(' => ')',
+            '[' => ']',
+            '<' => '>',
+            other => bail!("unexpected `{other}` after {name}"),
+        };
+        let end = rest
+            .find(close)
+            .with_context(|| format!("`{open}` without `{close}`"))?;
+        let inner = rest[1..end].trim();
+        rest = &rest[end + 1..];
+        match open {
+            '(' => {
+                let op_end = inner
+                    .find(|c: char| !"<>=".contains(c))
+                    .unwrap_or(inner.len());
+                let (op, version) = inner.split_at(op_end);
+                let version = version.trim();
+                if !["<<", "<=", "=", ">=", ">>"].contains(&op) || version.is_empty() {
+                    bail!("`({inner})` is not a version constraint like `(>= 1.0)`");
+                }
+                alt.version = Some((op.to_string(), version.to_string()));
+            }
+            '[' => alt
+                .architectures
+                .extend(inner.split_whitespace().map(str::to_string)),
+            _ => alt
+                .profiles
+                .push(inner.split_whitespace().map(str::to_string).collect()),
+        }
+    }
+    Ok(alt)
+}
+
+/// `amd64` matches `amd64`, `any`, `linux-any`, `any-amd64`, `linux-amd64`.
+fn arch_matches(pattern: &str, arch: &str) -> bool {
+    pattern == arch
+        || pattern == "any"
+        || pattern == "linux-any"
+        || pattern == format!("any-{arch}")
+        || pattern == format!("linux-{arch}")
+}
+
+/// The Debian architecture images are made for: the host's.
+fn host_architecture() -> String {
+    static ARCH: OnceLock<String> = OnceLock::new();
+    ARCH.get_or_init(|| {
+        process::cmd("dpkg", ["--print-architecture"])
+            .read()
+            .map(|a| a.trim().to_string())
+            .unwrap_or_else(|_| match std::env::consts::ARCH {
+                "x86_64" => "amd64".into(),
+                "aarch64" => "arm64".into(),
+                other => other.into(),
+            })
+    })
+    .clone()
+}
+
+/// Fields of one deb822 paragraph, continuation lines joined.
+fn control_fields(paragraph: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in paragraph.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_depends_reads_continuations_versions_alternatives_and_restrictions() {
+        let control = "\
+Source: minideploy
+Section: admin
+Build-Depends: debhelper-compat (= 13),
+               dh-python,
+# a comment inside the field
+               python3-all:any (>= 3.9~) | python3:native,
+               python3-pytest <!nocheck>,
+               only-with-profile <pkg.foo>,
+               libfoo-dev [amd64 arm64] | libbar-dev,
+               never-here [!amd64 !arm64 !i386 !armhf !ppc64el !s390x !riscv64 !mips64el !armel],
+Build-Depends-Indep: python3-sphinx,
+ dh-python
+Standards-Version: 4.6.2
+
+Package: minideploy
+Depends: ${misc:Depends}, not-a-build-dep
+";
+        let deps = build_depends(control).unwrap();
+        let arch = host_architecture();
+        let libfoo = if arch == "amd64" || arch == "arm64" {
+            "libfoo-dev | libbar-dev"
+        } else {
+            "libbar-dev"
+        };
+        assert_eq!(
+            deps,
+            vec![
+                "debhelper-compat (= 13)",
+                "dh-python",
+                "python3-all:any (>= 3.9~) | python3:native",
+                "python3-pytest",
+                libfoo,
+                "python3-sphinx",
+            ]
+        );
+    }
+
+    #[test]
+    fn relation_parser_keeps_every_part() {
+        let rels = parse_relations("a (>= 1:2.0-1) [linux-any] <!nocheck !cross> <stage1>, b:any")
+            .unwrap();
+        assert_eq!(rels.len(), 2);
+        let a = &rels[0][0];
+        assert_eq!(a.name, "a");
+        assert_eq!(a.version, Some((">=".into(), "1:2.0-1".into())));
+        assert_eq!(a.architectures, vec!["linux-any"]);
+        assert_eq!(a.profiles, vec![vec!["!nocheck", "!cross"], vec!["stage1"]]);
+        assert!(a.applies_to("amd64"));
+        assert_eq!(rels[1][0].arch_qualifier.as_deref(), Some("any"));
+        assert_eq!(rels[1][0].to_string(), "b:any");
+    }
+
+    #[test]
+    fn relation_parser_rejects_garbage() {
+        for bad in ["Foo", "a (>= )", "a (~ 1)", "a [amd64", "a b"] {
+            let err = parse_relations(bad).unwrap_err();
+            assert!(format!("{err:#}").contains(bad.trim()), "{bad}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn deb_depends_reads_names_of_a_built_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: rh-deps\nVersion: 1.0\nArchitecture: all\n\
+             Maintainer: T <t@example.org>\nPre-Depends: dpkg (>= 1.19)\n\
+             Depends: python3:any (>= 3.9), git | git-core, python3\n\
+             Description: test\n dependencies only\n",
+        )
+        .unwrap();
+        let deb = dir.path().join("rh-deps_1.0_all.deb");
+        build_deb(&root, &deb).unwrap();
+        assert_eq!(deb_field(&deb, "Version").unwrap(), "1.0");
+        assert_eq!(
+            deb_depends(&deb).unwrap(),
+            vec!["dpkg", "python3", "git | git-core"]
+        );
+        let err = deb_depends(&dir.path().join("missing.deb")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.deb"), "{err:#}");
+        let err = deb_field(&dir.path().join("missing.deb"), "Version").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("reading Version of "), "{err}");
+        assert!(err.contains("`dpkg-deb -f "), "{err}");
+    }
+
+    #[test]
+    fn the_source_package_name_comes_from_the_source_paragraph() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
+        let control = dir.path().join("debian/control");
+        std::fs::write(
+            &control,
+            "# generated\n\nSource: minideploy\nSection: admin\n\nPackage: other\n",
+        )
+        .unwrap();
+        assert_eq!(source_package_name(dir.path()).unwrap(), "minideploy");
+        std::fs::write(&control, "Section: admin\n\nSource: not-here\n").unwrap();
+        let err = format!("{:#}", source_package_name(dir.path()).unwrap_err());
+        assert!(err.ends_with("debian/control: no `Source:` field"), "{err}");
+    }
+}
