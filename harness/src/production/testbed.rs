@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts};
-use crate::support::docker;
 use crate::support::progress::Progress;
+use crate::support::{docker, process};
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 
 /// The stand-in, compiled in so the packaged binary can make a testbed too.
@@ -282,19 +282,18 @@ pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> R
         format!("{version}\n{extra}"),
     )?;
     let deb = dir.join(format!("{package}_{version}_all.deb"));
-    let out = std::process::Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&deb)
-        .output()
-        .context("running dpkg-deb (install dpkg: apt-get install dpkg)")?;
-    if !out.status.success() {
-        bail!(
-            "dpkg-deb --build {} failed: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    process::cmd(
+        "dpkg-deb",
+        [
+            "--root-owner-group".as_ref(),
+            "-Zgzip".as_ref(),
+            "--build".as_ref(),
+            root.as_os_str(),
+            deb.as_os_str(),
+        ],
+    )
+    .run()
+    .context("making a testbed package (dpkg-deb comes with dpkg: apt-get install dpkg)")?;
     Ok(Package {
         path: deb,
         version: version.to_string(),
