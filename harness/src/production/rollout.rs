@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::config::{Config, RolloutTool};
 pub use crate::ledger::HostResult;
 use crate::support::docker::ExecOutput;
+use crate::support::process;
 use crate::support::progress::Progress;
 
 /// Upper bound on one deploy call (debdeploy and cumin have none of their
@@ -86,28 +87,27 @@ pub async fn run_on_rollout_host(
         Some((p, rest)) => (p, rest.iter().map(String::as_str).collect()),
         None => ("sh", vec!["-c"]),
     };
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(&args)
-        .arg(command_line)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = command.output();
-    let output = match tokio::time::timeout(timeout, child).await {
-        Ok(result) => result.with_context(|| {
+    let command = process::cmd(program, args.iter().copied().chain([command_line]))
+        // `docker exec -i` and ssh would read the harness's own stdin.
+        .with(|e| e.stdin_null());
+    let output = tokio::task::spawn_blocking(move || command.output_within(timeout))
+        .await
+        .context("waiting for the rollout host")?
+        .with_context(|| {
             format!(
                 "starting `{program}` (rollout.command_prefix in {} is {:?}); fix the prefix \
                  or install {program}",
                 config.path.display(),
                 prefix
             )
-        })?,
-        Err(_) => bail!(
+        })?;
+    let Some(output) = output else {
+        bail!(
             "`{}` did not finish within {}s on the rollout host; a host may hang (neither \
              debdeploy nor cumin bound their calls): look at the hosts, then run again",
             first_line(command_line),
             timeout.as_secs()
-        ),
+        );
     };
     Ok(ExecOutput {
         code: output.status.code().map(i64::from).unwrap_or(-1),
@@ -796,6 +796,41 @@ mod tests {
         assert_eq!(expand_nodeset("r[1-2]h[1-2]").unwrap().len(), 4);
         assert_eq!(expand_nodeset("solo").unwrap(), vec!["solo"]);
         assert!(expand_nodeset("bad[1-").is_err());
+    }
+
+    fn here(prefix: &[&str]) -> Config {
+        let mut c = config("");
+        c.rollout.command_prefix = prefix.iter().map(|w| w.to_string()).collect();
+        c
+    }
+
+    #[tokio::test]
+    async fn runs_through_the_prefix_within_the_timeout() {
+        let second = Duration::from_secs(5);
+        let out = run_on_rollout_host(&here(&[]), "echo hi; cat; exit 3", second)
+            .await
+            .unwrap();
+        assert_eq!((out.code, out.stdout.as_str()), (3, "hi\n"), "{out:?}");
+        let out = run_on_rollout_host(&here(&["sh", "-c"]), "echo $0", second)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "sh\n");
+        let err = run_on_rollout_host(&here(&[]), "sleep 5", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`sleep 5` did not finish within 0s on the rollout host"),
+            "{err:#}"
+        );
+        let err = run_on_rollout_host(&here(&["no-such-rollout-prefix"]), "true", second)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("rollout.command_prefix in release.toml"),
+            "{err:#}"
+        );
     }
 
     #[test]
