@@ -72,6 +72,7 @@ fn files_of(dir: &Path, dest: &str) -> Vec<(String, Vec<u8>, u32)> {
     files
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     let Some(docker) = support::docker().await else {

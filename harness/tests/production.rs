@@ -94,13 +94,7 @@ impl Env {
 /// Starts a testbed (or returns None when Docker tests are skipped on
 /// purpose), with a fixture repository tagged for release `TAG`.
 async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env> {
-    if std::env::var("RELEASE_HARNESS_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("skipped: RELEASE_HARNESS_SKIP_DOCKER=1");
-        return None;
-    }
-    let docker = harness::support::docker::connect()
-        .await
-        .unwrap_or_else(|e| panic!("these tests need a Docker engine: {e:#}"));
+    let docker = harness::support::testing::engine("a production test").await?;
     let dir = tempfile::tempdir().unwrap();
     let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
     let repo = Repo::open(&path).unwrap();

@@ -6,3 +6,5 @@ pub mod git;
 pub mod images;
 pub mod process;
 pub mod progress;
+#[doc(hidden)]
+pub mod testing;
