@@ -32,6 +32,7 @@ pub use self::status::StatusArgs;
 pub use self::sweep::SweepArgs;
 use crate::release::version::{Bump, VersionRequest};
 use crate::release::{Cleanup, VerifyFailed};
+use crate::support::host;
 use crate::support::progress::Progress;
 
 /// Exit codes a CI job can tell apart.
@@ -142,6 +143,18 @@ impl Command {
             Command::Status(_) => "status",
             Command::Sweep(_) => "sweep",
             Command::Bench(_) => "bench",
+        }
+    }
+
+    /// The host programs the command runs, brought before it starts.
+    fn host_tools(&self) -> &'static [host::Tool] {
+        match self {
+            Command::Release(_) => host::FOR_RELEASE,
+            Command::Bench(_) => host::FOR_BENCH,
+            Command::Bump(_) | Command::Promote(_) | Command::Rollback(_) | Command::Status(_) => {
+                host::FOR_PROJECT
+            }
+            Command::Sweep(_) => &[],
         }
     }
 }
@@ -258,6 +271,14 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 async fn dispatch(command: Command, context: &Context) -> Result<()> {
     tracing::debug!(project = ?context.project, "dispatching");
+    // A fresh machine: the first command brings the programs it runs.
+    let say = |line: &str| context.progress.info(line);
+    host::ensure(
+        command.host_tools(),
+        &host::on_path,
+        host::running_as_root(),
+        &say,
+    )?;
     match command {
         Command::Release(args) => release::run(&args, context).await,
         Command::Bump(args) => bump::run(&args, context),
