@@ -1,5 +1,5 @@
 //! The `release-harness` command line: its flags, the async runtime, logging,
-//! the clean-up when a run is cut off (a signal or a panic), and the one
+//! the clean-up when a run is cut off (SIGINT, SIGTERM, SIGHUP or a panic), and the one
 //! mapping from a command's outcome to its exit code and last message.
 //!
 //! Each subcommand has its own file with its flags and a `run` that returns
@@ -49,7 +49,8 @@ pub mod exit {
     pub const SOAKING: u8 = 10;
     /// promote: a gate check failed; nothing beyond the canaries changed.
     pub const BLOCKED: u8 = 11;
-    /// Interrupted (Ctrl-C); everything the run made was removed.
+    /// Interrupted (Ctrl-C, SIGTERM, SIGHUP); everything the run made was
+    /// removed.
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -333,12 +334,45 @@ async fn undo_if_cut_off<T>(
                 anyhow::bail!("the release panicked; its containers and any release commit were removed")
             }
         },
-        _ = tokio::signal::ctrl_c() => {
+        signal = cut_off() => {
             progress.finish_step(false);
+            tracing::warn!(signal, "cut off: cleaning up");
             eprintln!("interrupted: removing what this run made ...");
             clean_up(cleanup).await;
             Err(Stop::Interrupted.into())
         }
+    }
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT), SIGTERM (a
+/// CI job cancelled, `docker stop`, systemd) or SIGHUP (the terminal closed).
+/// Returns the signal's name.
+async fn cut_off() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!("cannot listen for a signal ({e}): it will not clean up");
+            None
+        }
+    };
+    let (mut int, mut term, mut hup) = (
+        listen(SignalKind::interrupt()),
+        listen(SignalKind::terminate()),
+        listen(SignalKind::hangup()),
+    );
+    async fn received(stream: &mut Option<tokio::signal::unix::Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = received(&mut int) => "SIGINT",
+        _ = received(&mut term) => "SIGTERM",
+        _ = received(&mut hup) => "SIGHUP",
     }
 }
 
