@@ -58,9 +58,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
 
 /// Builds the package into `out` and returns the .deb's path.
 pub fn dist(out: &Path) -> Result<PathBuf> {
-    let cargo_deb = std::process::Command::new("cargo")
-        .args(["deb", "--version"])
-        .output();
+    let cargo_deb = harness::support::process::cmd("cargo", ["deb", "--version"]).output();
     if !cargo_deb.is_ok_and(|o| o.status.success()) {
         bail!(
             "cargo-deb is not installed, and `cargo xtask dist` runs it.\n  fix: cargo install \
