@@ -195,6 +195,7 @@ fn canaries_new_apps_old() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn tag_canaries_soak_promote_rollback() {
     run(
@@ -295,6 +296,7 @@ async fn tag_canaries_soak_promote_rollback() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn debdeploy_exit_0_does_not_hide_a_failed_canary() {
     run(RolloutTool::Debdeploy, |_| {}, |env| async move {
@@ -333,6 +335,7 @@ async fn debdeploy_exit_0_does_not_hide_a_failed_canary() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn debdeploy_stand_in_checks_usage_and_spec() {
     run(RolloutTool::Debdeploy, |_| {}, |env| async move {
@@ -385,6 +388,7 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_canary_downgraded_by_hand_blocks_promote_until_forced() {
     run(
@@ -465,6 +469,7 @@ async fn a_canary_downgraded_by_hand_blocks_promote_until_forced() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back() {
     run(
@@ -527,6 +532,7 @@ async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back()
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
     run(
@@ -655,6 +661,7 @@ async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn two_promotes_at_once_one_stops_and_says_why() {
     run(
@@ -721,6 +728,7 @@ async fn two_promotes_at_once_one_stops_and_says_why() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn cumin_tool_names_a_failed_host_and_promote_goes_on_from_there() {
     run(

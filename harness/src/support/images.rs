@@ -945,6 +945,7 @@ E: Unable to correct problems, you have held broken packages.";
         assert!(format!("{err:#}").contains("missing.deb"), "{err:#}");
     }
 
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn fleet_image_runs_sshd_with_host_keys_of_its_own() {
         let Some(docker) = docker_for_tests("fleet_image_runs_sshd").await else {
