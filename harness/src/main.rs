@@ -1,5 +1,5 @@
 //! The packaged binary: the same CLI as `cargo xtask`, installable without a
 //! Rust toolchain.
-fn main() {
-    std::process::exit(harness::cli::main());
+fn main() -> std::process::ExitCode {
+    harness::cli::main()
 }

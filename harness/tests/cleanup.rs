@@ -21,6 +21,7 @@ fn harness(args: &[&str], out: &std::path::Path) -> Command {
     cmd
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_verify_removes_the_fleet() {
     let Some(docker) = support::docker().await else {
@@ -78,6 +79,7 @@ async fn ctrl_c_during_verify_removes_the_fleet() {
     );
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_leaves_the_fleet_up_and_sweep_removes_it() {
     let Some(docker) = support::docker().await else {

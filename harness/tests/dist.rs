@@ -1,8 +1,9 @@
 //! The packaged CLI: `cargo xtask dist` builds the harness's .deb, which
 //! installs on a bare Debian image holding only the package's declared
 //! dependencies (so a missing Depends fails here, not on a CI runner), and the
-//! installed `release-harness` answers, reads a project, and says what to do
-//! when the engine it needs is not there.
+//! installed `release-harness` answers, reads a project, releases its
+//! built-in fixture without the source tree, and says what to do when the
+//! engine it needs is not there.
 
 mod support;
 
@@ -72,6 +73,7 @@ fn files_of(dir: &Path, dest: &str) -> Vec<(String, Vec<u8>, u32)> {
     files
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     let Some(docker) = support::docker().await else {
@@ -207,6 +209,19 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
         release.stderr
     );
     assert!(release.stderr.contains("DOCKER_HOST"), "{}", release.stderr);
+
+    // The built-in fixture comes from the binary, not from a source tree
+    // (there is none here): it is materialized, then preflight stops the same
+    // way for want of an engine.
+    let fixture = exec("cd / && release-harness release --dry-run --fixture minideploy").await;
+    assert_eq!(fixture.code, 1, "{}{}", fixture.stdout, fixture.stderr);
+    assert!(
+        fixture
+            .stderr
+            .contains("preflight failed, nothing was changed"),
+        "{}",
+        fixture.stderr
+    );
 
     drop(container);
 }

@@ -343,6 +343,7 @@ fn scap_example_fits_scaps_layout() {
 /// The scap example's fleet, as scap would find it: its config files, the
 /// keyholder key working with scap's own ssh options, known hosts, the
 /// repository at the URL scap fetches, writable deploy directories.
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn scap_example_fleet_is_what_scap_needs() {
     let Some(docker) = support::docker().await else {

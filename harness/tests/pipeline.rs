@@ -350,7 +350,7 @@ fn each_kind_of_pipeline_starts_the_right_jobs() {
     let on_default = [("CI_COMMIT_BRANCH", "master")];
     // (the pipeline, its variables, the jobs it must start with their `when`)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "the tag `bump` pushes",
             vec![("CI_PIPELINE_SOURCE", "push"), ("CI_COMMIT_TAG", "4.13.0")],

@@ -94,13 +94,7 @@ impl Env {
 /// Starts a testbed (or returns None when Docker tests are skipped on
 /// purpose), with a fixture repository tagged for release `TAG`.
 async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env> {
-    if std::env::var("RELEASE_HARNESS_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("skipped: RELEASE_HARNESS_SKIP_DOCKER=1");
-        return None;
-    }
-    let docker = harness::support::docker::connect()
-        .await
-        .unwrap_or_else(|e| panic!("these tests need a Docker engine: {e:#}"));
+    let docker = harness::support::testing::engine("a production test").await?;
     let dir = tempfile::tempdir().unwrap();
     let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
     let repo = Repo::open(&path).unwrap();
@@ -201,6 +195,7 @@ fn canaries_new_apps_old() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn tag_canaries_soak_promote_rollback() {
     run(
@@ -301,6 +296,7 @@ async fn tag_canaries_soak_promote_rollback() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn debdeploy_exit_0_does_not_hide_a_failed_canary() {
     run(RolloutTool::Debdeploy, |_| {}, |env| async move {
@@ -339,6 +335,7 @@ async fn debdeploy_exit_0_does_not_hide_a_failed_canary() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn debdeploy_stand_in_checks_usage_and_spec() {
     run(RolloutTool::Debdeploy, |_| {}, |env| async move {
@@ -391,6 +388,7 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_canary_downgraded_by_hand_blocks_promote_until_forced() {
     run(
@@ -471,6 +469,7 @@ async fn a_canary_downgraded_by_hand_blocks_promote_until_forced() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back() {
     run(
@@ -533,6 +532,7 @@ async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back()
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
     run(
@@ -661,6 +661,7 @@ async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn two_promotes_at_once_one_stops_and_says_why() {
     run(
@@ -727,6 +728,7 @@ async fn two_promotes_at_once_one_stops_and_says_why() {
     .await;
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
 async fn cumin_tool_names_a_failed_host_and_promote_goes_on_from_there() {
     run(

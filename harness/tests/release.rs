@@ -26,6 +26,7 @@ fn options(repo: &std::path::Path, out: &std::path::Path) -> ReleaseOptions {
     }
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
     let Some(docker) = support::docker().await else {
@@ -93,6 +94,7 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
     );
 }
 
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
     let Some(docker) = support::docker().await else {

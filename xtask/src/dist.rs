@@ -4,21 +4,26 @@
 //! (`harness::release::build`) pointed at the harness crate, so the harness ships with
 //! the code path it offers to Rust projects.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use harness::config::Config;
 
-const USAGE: &str = "\
-Package the harness CLI as a .deb with cargo-deb.
-
-Usage: cargo xtask dist [--out DIR]
-
-Options:
-      --out DIR   Where the .deb, SHA256SUMS and build.log go [default: target/dist]
-  -h, --help      Print help
-
-Needs cargo-deb: cargo install cargo-deb --locked";
+/// `cargo xtask dist`'s flags.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask dist",
+    about = "Package the harness CLI as a .deb with cargo-deb.",
+    after_help = "Needs cargo-deb: cargo install cargo-deb --locked"
+)]
+struct DistArgs {
+    /// Where the .deb, SHA256SUMS and build.log go [default: target/dist]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
 /// The build settings of the harness's own package, in release.toml's terms.
 /// A cold release build on two cores takes several minutes. No lintian: the
@@ -32,44 +37,28 @@ lintian = false
 timeout_secs = 3600
 "#;
 
-pub fn main(args: &[String]) -> i32 {
-    let mut out = workspace_root().join("target/dist");
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--out" => match args.next() {
-                Some(dir) => out = PathBuf::from(dir),
-                None => return usage_error("--out needs a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            other => return usage_error(&format!("unexpected argument `{other}`")),
-        }
-    }
+/// Parses the flags after `dist` (clap exits 2 on wrong ones) and builds.
+pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let args =
+        DistArgs::parse_from(std::iter::once(OsString::from("cargo xtask dist")).chain(args));
+    let out = args
+        .out
+        .unwrap_or_else(|| workspace_root().join("target/dist"));
     match dist(&out) {
         Ok(deb) => {
             println!("{}", deb.display());
-            0
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            ExitCode::FAILURE
         }
     }
-}
-
-fn usage_error(message: &str) -> i32 {
-    eprintln!("error: {message}\n\n{USAGE}");
-    2
 }
 
 /// Builds the package into `out` and returns the .deb's path.
 pub fn dist(out: &Path) -> Result<PathBuf> {
-    let cargo_deb = std::process::Command::new("cargo")
-        .args(["deb", "--version"])
-        .output();
+    let cargo_deb = harness::support::process::cmd("cargo", ["deb", "--version"]).output();
     if !cargo_deb.is_ok_and(|o| o.status.success()) {
         bail!(
             "cargo-deb is not installed, and `cargo xtask dist` runs it.\n  fix: cargo install \

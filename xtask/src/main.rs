@@ -3,12 +3,14 @@
 //! fixture, so `cargo xtask release --dry-run` works on a fresh clone; and
 //! `cargo xtask dist` packages the harness itself as a .deb (see `dist`).
 
+use std::process::ExitCode;
+
 mod dist;
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("dist") {
-        std::process::exit(dist::main(&args[1..]));
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "dist") {
+        return dist::main(args.skip(1));
     }
-    std::process::exit(harness::cli::main_with_default_fixture());
+    harness::cli::main_with_default_fixture()
 }

@@ -672,6 +672,7 @@ mod tests {
 
     const GOOD_DEPENDS: &str = "debhelper-compat (= 13)";
 
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn dpkg_buildpackage_builds_sums_and_reuses_the_builder() {
         let Some(docker) = images::docker_for_tests("dpkg_buildpackage_builds").await else {
@@ -732,6 +733,7 @@ mod tests {
         );
     }
 
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn failing_build_shows_the_log_tail_and_leaves_no_container() {
         let Some(docker) = images::docker_for_tests("failing_build").await else {
@@ -760,6 +762,7 @@ mod tests {
         assert_eq!(containers_of_run(&docker, &run_id).await, 0);
     }
 
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn uninstallable_build_depends_are_named() {
         let Some(docker) = images::docker_for_tests("uninstallable_build_depends").await else {
@@ -814,6 +817,7 @@ mod tests {
             "{msg}"
         );
     }
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn cargo_deb_builds_sums_and_lints_or_says_how_to_install_it() {
         let Some(docker) = images::docker_for_tests("cargo_deb_builds").await else {

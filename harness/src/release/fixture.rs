@@ -3,11 +3,19 @@
 //! same with the sync regression of `fixtures/minideploy-broken.patch`.
 //! `materialize` turns one into a git repository that looks like a project
 //! between releases: a tagged previous release and commits since.
+//!
+//! The files are built into the binary (harness/build.rs embeds
+//! `fixtures/`), so the packaged CLI needs no source tree.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+use crate::support::process;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+}
 
 /// Fixture names, and the patch each applies to the base fixture.
 const KNOWN: [(&str, Option<&str>); 2] = [
@@ -44,8 +52,12 @@ const FOLLOW_UPS: [(&str, &str, Option<&str>, &str); 3] = [
     ),
 ];
 
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+/// The embedded file at `path` under `fixtures/`.
+fn embedded(path: &str) -> Option<&'static [u8]> {
+    embedded::FILES
+        .iter()
+        .find(|(p, ..)| *p == path)
+        .map(|(_, _, contents)| *contents)
 }
 
 /// The names `materialize` accepts.
@@ -59,9 +71,8 @@ pub fn known() -> Vec<&'static str> {
 pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
     let Some((_, patch)) = KNOWN.iter().find(|(known, _)| *known == name) else {
         bail!(
-            "unknown fixture `{name}`; the known fixtures are: {} (directories under {})",
-            known().join(", "),
-            fixtures_dir().display()
+            "unknown fixture `{name}`; the known fixtures are: {}",
+            known().join(", ")
         );
     };
     let repo = dest.join(name);
@@ -72,13 +83,15 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
             repo.display()
         );
     }
-    let base = fixtures_dir().join(BASE);
-    copy_tree(&base, &repo).with_context(|| format!("copying fixture `{name}`"))?;
+    write_base(&repo).with_context(|| format!("writing fixture `{name}`"))?;
     git(&repo, &["init", "--quiet", "-b", "main"])?;
     if let Some(patch) = patch {
-        let patch = fixtures_dir().join(patch);
-        git(&repo, &["apply", &patch.display().to_string()])
-            .with_context(|| format!("applying {} for fixture `{name}`", patch.display()))?;
+        let diff = embedded(patch)
+            .with_context(|| format!("fixture `{name}`: {patch} is not built into the harness"))?;
+        process::cmd("git", ["apply", "-"])
+            .with(|e| git_env(e.dir(&repo)).stdin_bytes(diff))
+            .run()
+            .with_context(|| format!("applying {patch} for fixture `{name}`"))?;
     }
     git(&repo, &["config", "user.name", "Fixture Maintainer"])?;
     git(&repo, &["config", "user.email", "fixture@example.org"])?;
@@ -94,7 +107,7 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
                 if !old.contains(from) {
                     bail!(
                         "fixture `{name}`: {file} no longer contains {from:?}; update the \
-                         follow-up commit \"{subject}\" in harness/src/fixture.rs"
+                         follow-up commit \"{subject}\" in harness/src/release/fixture.rs"
                     );
                 }
                 old.replacen(from, to, 1)
@@ -114,47 +127,40 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
     Ok(repo)
 }
 
-/// Copies files, skipping what a local Python run or build leaves behind.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".pybuild" {
+/// Writes the embedded files of the base fixture into `to`, with their
+/// modes (debian/rules stays executable).
+fn write_base(to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let prefix = format!("{BASE}/");
+    for (path, mode, contents) in embedded::FILES {
+        let Some(relative) = path.strip_prefix(&prefix) else {
             continue;
+        };
+        let target = to.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            // fs::copy keeps the mode, so debian/rules stays executable.
-            std::fs::copy(entry.path(), &target).with_context(|| {
-                format!("copying {} to {}", entry.path().display(), target.display())
-            })?;
-        }
+        std::fs::write(&target, contents)
+            .with_context(|| format!("writing {}", target.display()))?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode))
+            .with_context(|| format!("setting the mode of {}", target.display()))?;
     }
     Ok(())
 }
 
-fn git(repo: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(repo)
-        .args(args)
-        // The user's own configuration (signing, hooks, templates) must not
-        // change what the fixture looks like.
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+/// The user's own configuration (signing, hooks, templates) must not change
+/// what the fixture looks like.
+fn git_env(e: duct::Expression) -> duct::Expression {
+    e.env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .context("running git: is git installed and on PATH?")?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {} failed: {}",
-            args.join(" "),
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    process::cmd("git", args)
+        .with(|e| git_env(e.dir(repo)))
+        .read()
+        .map(|out| out.trim().to_string())
 }
 
 #[cfg(test)]
@@ -204,7 +210,7 @@ mod tests {
         assert_ne!(read(&good), read(&broken));
         assert!(read(&broken).contains("if not os.path.lexists(paths.final):"));
         // Only the patched file differs.
-        let diff = Command::new("git")
+        let diff = std::process::Command::new("git")
             .args(["diff", "--no-index", "--name-only"])
             .arg(good.join("minideploy"))
             .arg(broken.join("minideploy"))
@@ -216,6 +222,25 @@ mod tests {
         assert_eq!(
             git(&broken, &["rev-list", "--count", "0.1.0..HEAD"]).unwrap(),
             "3"
+        );
+    }
+
+    #[test]
+    fn the_embedded_fixtures_are_the_tracked_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+        let tracked = git(&root, &["ls-files", "."]).unwrap();
+        let embedded: Vec<&str> = embedded::FILES.iter().map(|(p, ..)| *p).collect();
+        for path in tracked.lines() {
+            assert!(embedded.contains(&path), "{path} is not embedded");
+            let on_disk = std::fs::read(root.join(path)).unwrap();
+            assert!(self::embedded(path) == Some(&on_disk[..]), "{path} differs");
+        }
+        assert_eq!(
+            embedded::FILES
+                .iter()
+                .find(|(p, ..)| *p == "minideploy/debian/rules")
+                .map(|(_, mode, _)| *mode),
+            Some(0o755)
         );
     }
 
@@ -240,7 +265,9 @@ mod tests {
 
     #[test]
     fn release_toml_configures_the_fleet() {
-        let config = Config::load(&fixtures_dir().join("minideploy")).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let repo = materialize("minideploy", dest.path()).unwrap();
+        let config = Config::load(&repo).unwrap();
         assert_eq!(config.package_name(), "minideploy");
         assert_eq!(
             config.package.version_files[0].path,

@@ -538,19 +538,10 @@ pub(crate) fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// The engine for a test that needs one: panics with what to do when it is
-/// unreachable, or returns None (after saying so) when
-/// RELEASE_HARNESS_SKIP_DOCKER=1 asks to skip.
+/// The engine for a test that needs one (see `support::testing`).
 #[cfg(test)]
 pub(crate) async fn docker_for_tests(test: &str) -> Option<Docker> {
-    if std::env::var("RELEASE_HARNESS_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("skipped {test}: RELEASE_HARNESS_SKIP_DOCKER=1");
-        return None;
-    }
-    match crate::support::docker::connect().await {
-        Ok(d) => Some(d),
-        Err(e) => panic!("{test} needs a Docker engine: {e:#}"),
-    }
+    crate::support::testing::engine(test).await
 }
 
 #[cfg(test)]
@@ -609,6 +600,7 @@ E: Unable to correct problems, you have held broken packages.";
             );
         }
     }
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn fleet_image_runs_sshd_with_host_keys_of_its_own() {
         let Some(docker) = docker_for_tests("fleet_image_runs_sshd").await else {

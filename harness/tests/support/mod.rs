@@ -6,20 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Connects to the engine. Without one the test fails and says why, unless
-/// the developer asked to skip container tests (then returns None).
+/// The engine for the running container test (see
+/// `harness::support::testing`: a clear failure without one, None when
+/// container tests are skipped on purpose).
 pub async fn docker() -> Option<bollard::Docker> {
-    if std::env::var_os("RELEASE_HARNESS_SKIP_DOCKER").is_some() {
-        eprintln!("RELEASE_HARNESS_SKIP_DOCKER is set: skipping a container test");
-        return None;
-    }
-    match harness::support::docker::connect().await {
-        Ok(d) => Some(d),
-        Err(e) => panic!(
-            "this test needs a Docker engine and none answers:\n{e:#}\n\
-             (set RELEASE_HARNESS_SKIP_DOCKER=1 to skip container tests on purpose)"
-        ),
-    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a container test")
+        .to_string();
+    harness::support::testing::engine(&test).await
 }
 
 /// One fleet-heavy test at a time in a test binary: the machine has 2 cores.
