@@ -212,7 +212,9 @@ impl Fleet {
         Ok(())
     }
 
-    /// Puts .deb files into the deploy host's apt repository and indexes it.
+    /// Puts .deb files into the deploy host's apt repository, indexes it, and
+    /// has every host read the new index (all at once), so an install is
+    /// apt-get install alone.
     pub async fn publish_debs(&self, debs: &[&Path]) -> Result<()> {
         let mut files = Vec::new();
         for deb in debs {
@@ -228,16 +230,22 @@ impl Fleet {
             &format!("cd {APT_DIR} && dpkg-scanpackages --multiversion . > Packages 2>/dev/null"),
         )
         .await?;
-        Ok(())
+        self.run_on(
+            &self.select(Hosts::All),
+            None,
+            "timeout 120 apt-get -q update >/dev/null",
+        )
+        .await
     }
 
     /// Installs `version` of the package on `hosts` the way debdeploy's client
-    /// does (apt-get from the fleet's repository), downgrades allowed.
+    /// does (apt-get from the fleet's repository, whose index `publish_debs`
+    /// brought to every host), downgrades allowed.
     pub async fn install(&self, hosts: &[&Host], version: &str) -> Result<()> {
         let pkg = self.config.package_name();
         let script = format!(
-            "timeout 120 apt-get -q update >/dev/null && timeout 300 apt-get -q -y \
-             --allow-downgrades -o DPkg::Options::=--force-confold install {pkg}={version}"
+            "timeout 300 apt-get -q -y --allow-downgrades \
+             -o DPkg::Options::=--force-confold install {pkg}={version}"
         );
         self.run_on(hosts, None, &script).await
     }
@@ -360,26 +368,20 @@ impl Fleet {
         let port = c.fleet.http_port;
         let repo_dir = c.render(&c.sync.repo_dir, &[]);
         let key = c.render(&c.fleet.ssh_key_path, &[]);
-        let hosts_lines = self.hosts_lines().await?;
-
         // The deploy user's key first: every target needs its public half. Its
         // directory may be root's (scap's /etc/keyholder.d), the key is the
-        // user's.
-        let public = self
-            .run(
-                deploy,
-                None,
-                &format!(
-                    "set -e\n\
-                     id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
-                     dir=$(dirname {key})\n\
-                     case \"$dir\" in /home/{user}*) install -d -m 700 -o {user} -g {user} \"$dir\" ;; *) install -d -m 755 \"$dir\" ;; esac\n\
-                     ssh-keygen -q -t ed25519 -N '' -f {key}\n\
-                     chown {user}: {key} {key}.pub && chmod 600 {key}\n\
-                     cat {key}.pub"
-                ),
-            )
-            .await?;
+        // user's. The addresses are asked for meanwhile.
+        let keygen = format!(
+            "set -e\n\
+             id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
+             dir=$(dirname {key})\n\
+             case \"$dir\" in /home/{user}*) install -d -m 700 -o {user} -g {user} \"$dir\" ;; *) install -d -m 755 \"$dir\" ;; esac\n\
+             ssh-keygen -q -t ed25519 -N '' -f {key}\n\
+             chown {user}: {key} {key}.pub && chmod 600 {key}\n\
+             cat {key}.pub"
+        );
+        let (hosts_lines, public) =
+            tokio::try_join!(self.hosts_lines(), self.run(deploy, None, &keygen))?;
 
         // Files from release.toml, templated.
         let mut per_host: HashMap<&str, Vec<docker::FileEntry>> = HashMap::new();
@@ -429,6 +431,18 @@ impl Fleet {
              chmod 600 /home/{user}/.ssh/authorized_keys\n",
             public.trim()
         );
+        // On the deploy host, after its common part: the deployment
+        // repository (holding any files release.toml put in it), owned by the
+        // user who deploys, and the HTTP server for /srv.
+        let deploy_setup = format!(
+            "mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
+             chown -R {user}: {repo_dir}\n\
+             (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
+             su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
+             git config --global user.email release-harness@localhost; cd {repo_dir}; \
+             git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
+             for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
+        );
         let per_host_setup = self.hosts.iter().map(|h| {
             let files = per_host.remove(h.container.as_str()).unwrap_or_default();
             let mut script = common.clone();
@@ -437,6 +451,9 @@ impl Fleet {
             }
             if let Some(paths) = owned.get(h.container.as_str()) {
                 script.push_str(&format!("chown {user}: {}\n", paths.join(" ")));
+            }
+            if h.role == Role::Deploy {
+                script.push_str(&deploy_setup);
             }
             async move {
                 if !files.is_empty() {
@@ -450,24 +467,6 @@ impl Fleet {
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
-
-        // The deployment repository (holding any files release.toml put in
-        // it), owned by the user who deploys, and the HTTP server for /srv.
-        self.run(
-            deploy,
-            None,
-            &format!(
-                "set -e\n\
-                 mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
-                 chown -R {user}: {repo_dir}\n\
-                 (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
-                 su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
-                 git config --global user.email release-harness@localhost; cd {repo_dir}; \
-                 git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
-                 for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
-            ),
-        )
-        .await?;
 
         for cmd in &c.fleet.setup {
             let script = c.render(&cmd.command, &[]);
