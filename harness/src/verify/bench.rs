@@ -116,7 +116,7 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
 
     let mut verify_s = None;
     if opts.verify {
-        progress.step("bench: warm verify of the default suite");
+        // verify names its own step.
         let previous = deb.clone(); // the suite needs one; the same package will do
         let t = Instant::now();
         let report = scenario::verify(
