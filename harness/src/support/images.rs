@@ -630,14 +630,15 @@ async fn run_mmdebstrap(
     }
     args.push(suite.to_string());
     args.push(rootfs.display().to_string());
-    // Its whole output goes to a log: the error below reads its tail.
-    let log = log_path.clone();
-    let command = process::cmd("mmdebstrap", args)
-        .with(|e| e.stdin_null().stdout_path(log).stderr_to_stdout());
-    let status = tokio::task::spawn_blocking(move || command.output())
+    // Its whole output (mostly stderr) goes to a log: the error below reads
+    // its tail.
+    let command = process::cmd("mmdebstrap", args).with(|e| e.stdin_null().stderr_to_stdout());
+    let output = tokio::task::spawn_blocking(move || command.output())
         .await?
-        .context("running mmdebstrap")?
-        .status;
+        .context("running mmdebstrap")?;
+    std::fs::write(&log_path, &output.stdout)
+        .with_context(|| format!("writing {}", log_path.display()))?;
+    let status = output.status;
     if status.success() {
         return Ok(());
     }
