@@ -12,8 +12,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Builder, Config};
-use crate::support::docker;
+use crate::support::docker::{self, ContainerSpec, Containers};
 use crate::support::images::{self, indent, tail};
+use crate::support::process;
 
 /// Where the project goes in the builder; dpkg-buildpackage writes the
 /// packages into the parent, `/build`.
@@ -22,6 +23,9 @@ const BUILD_ROOT: &str = "/build";
 const OUT_DIR: &str = "/out";
 const SUMS_FILE: &str = "SHA256SUMS";
 const LOG_FILE: &str = "build.log";
+/// The builder and lintian containers idle on their image's command: there
+/// is no line to wait for.
+const NO_READY_LINE: Duration = Duration::ZERO;
 
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
@@ -108,12 +112,15 @@ async fn dpkg_buildpackage(
     let image = images::builder_image(docker, config, project, progress).await?;
     let source = crate::support::debian::source_package_name(project)?;
     let container = format!("rh-build-{run_id}");
-    start_container(docker, &container, &image, run_id).await?;
+    let mut builder = Containers::new(docker, run_id);
+    builder
+        .start(&[ContainerSpec::idle(&container, image)], NO_READY_LINE)
+        .await?;
     let result = build_in_container(
         docker, config, project, out_dir, &container, &source, progress,
     )
     .await;
-    remove_container(docker, &container).await;
+    builder.remove().await;
     result
 }
 
@@ -218,18 +225,21 @@ async fn cargo_deb(
     run_id: &str,
     progress: &dyn Fn(&str),
 ) -> Result<BuildOutput> {
-    let installed = tokio::process::Command::new("cargo")
-        .args(["deb", "--version"])
-        .current_dir(project)
-        .output()
-        .await;
+    let installed = process::cmd("cargo", ["deb", "--version"])
+        .with(|e| e.dir(project))
+        .output();
     match installed {
         Ok(o) if o.status.success() => {}
         Ok(_) => bail!("cargo-deb is not installed: cargo install cargo-deb"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+            }) =>
+        {
             bail!("cargo is not installed, so cargo-deb cannot run: install a Rust toolchain, then cargo install cargo-deb")
         }
-        Err(e) => return Err(e).context("running cargo deb --version"),
+        Err(e) => return Err(e),
     }
     let out_abs = std::path::absolute(out_dir)?;
     let timeout = config.build.timeout_secs;
@@ -238,24 +248,26 @@ async fn cargo_deb(
         project.display()
     ));
     let started = Instant::now();
-    let command = tokio::process::Command::new("cargo")
-        .arg("deb")
-        .arg("--output")
-        .arg(&out_abs)
-        .current_dir(project)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(timeout), command)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "cargo deb in {} timed out after {timeout}s (build.timeout_secs in {})",
-                project.display(),
-                config.path.display()
-            )
-        })?
-        .context("running cargo deb")?;
+    let command = process::cmd(
+        "cargo",
+        [
+            std::ffi::OsStr::new("deb"),
+            "--output".as_ref(),
+            out_abs.as_os_str(),
+        ],
+    )
+    .with(|e| e.dir(project).stdin_null());
+    let out =
+        tokio::task::spawn_blocking(move || command.output_within(Duration::from_secs(timeout)))
+            .await
+            .context("waiting for cargo deb")??
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cargo deb in {} timed out after {timeout}s (build.timeout_secs in {})",
+                    project.display(),
+                    config.path.display()
+                )
+            })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log = out_dir.join(LOG_FILE);
@@ -310,7 +322,10 @@ async fn lintian_deb(
 ) -> Result<(Vec<String>, Vec<String>)> {
     let image = images::lintian_image(docker, config, progress).await?;
     let container = format!("rh-lintian-{run_id}");
-    start_container(docker, &container, &image, run_id).await?;
+    let mut checker = Containers::new(docker, run_id);
+    checker
+        .start(&[ContainerSpec::idle(&container, image)], NO_READY_LINE)
+        .await?;
     let result = async {
         let name = deb.file_name().unwrap().to_string_lossy();
         let bytes = std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?;
@@ -323,7 +338,7 @@ async fn lintian_deb(
         run_lintian(docker, config, &container, &name, progress).await
     }
     .await;
-    remove_container(docker, &container).await;
+    checker.remove().await;
     result
 }
 
@@ -502,46 +517,6 @@ async fn download_dir(
         files.push(target);
     }
     Ok(files)
-}
-
-/// Starts a labelled container that idles (the image's command) for `exec`.
-async fn start_container(docker: &Docker, name: &str, image: &str, run_id: &str) -> Result<()> {
-    docker
-        .create_container(
-            Some(
-                bollard::query_parameters::CreateContainerOptionsBuilder::default()
-                    .name(name)
-                    .build(),
-            ),
-            bollard::models::ContainerCreateBody {
-                image: Some(image.to_string()),
-                labels: Some(docker::run_labels(run_id)),
-                env: Some(vec![
-                    "LC_ALL=C.UTF-8".into(),
-                    "DEBIAN_FRONTEND=noninteractive".into(),
-                ]),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("creating container {name} from {image}"))?;
-    if let Err(e) = docker.start_container(name, None).await {
-        remove_container(docker, name).await;
-        return Err(e).with_context(|| format!("starting container {name}"));
-    }
-    Ok(())
-}
-
-/// Removes a container; a failure is only reported: the stale sweep at the
-/// next start takes what is left.
-async fn remove_container(docker: &Docker, name: &str) {
-    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    if let Err(e) = docker.remove_container(name, Some(options)).await {
-        eprintln!("warning: could not remove container {name}: {e}");
-    }
 }
 
 #[cfg(test)]

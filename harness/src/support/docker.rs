@@ -1,10 +1,15 @@
 //! The Docker engine: connecting (DOCKER_HOST or the local socket), the labels
-//! every resource of a run carries, and sweeping what killed runs left behind.
+//! every resource of a run carries, the one guard that owns the containers
+//! (and network) a step starts and removes them, and sweeping what killed
+//! runs left behind.
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use bollard::Docker;
+use futures_util::future::join_all;
 
 /// Every container and network the harness makes carries these labels.
 pub const LABEL_RUN: &str = "org.release-harness.run";
@@ -216,6 +221,286 @@ pub async fn create_network_labelled(
     Ok(())
 }
 
+/// One container to start: what from, its name on the engine, and what it
+/// answers to.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Container name on the engine (unique per run: `rh-<run>-...`).
+    pub name: String,
+    pub image: String,
+    /// Its host name inside.
+    pub hostname: Option<String>,
+    /// A line the container prints when it is ready (sshd's `Server listening
+    /// on`); `start` returns once every container printed its line.
+    pub ready_line: Option<&'static str>,
+}
+
+impl ContainerSpec {
+    /// A container that idles on its image's command, for `exec`.
+    pub fn idle(name: impl Into<String>, image: impl Into<String>) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            hostname: None,
+            ready_line: None,
+        }
+    }
+}
+
+/// The containers (and the network, when it made one) that one step of a run
+/// started. Removed by `remove`, or when the guard is dropped (an error, a
+/// panic, Ctrl-C cutting the step off); left running by `keep`, for
+/// debugging: then they carry the owner `kept`, which the stale sweep leaves
+/// alone. Every caller that starts a container goes through one of these, so
+/// no two removals of the same container race.
+pub struct Containers {
+    docker: Docker,
+    run_id: String,
+    /// Labelled as kept from the start: labels cannot change on a container.
+    kept: bool,
+    network: Option<String>,
+    /// Every container created, started or not.
+    names: Vec<String>,
+}
+
+impl Containers {
+    /// Containers on the engine's default network.
+    pub fn new(docker: &Docker, run_id: &str) -> Containers {
+        Containers {
+            docker: docker.clone(),
+            run_id: run_id.to_string(),
+            kept: false,
+            network: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// Containers on a network of their own, `network`, made now. With
+    /// `kept`, everything is labelled to survive the run (see `keep`).
+    pub async fn on_network(
+        docker: &Docker,
+        run_id: &str,
+        network: &str,
+        kept: bool,
+    ) -> Result<Containers> {
+        let mut guard = Containers::new(docker, run_id);
+        guard.kept = kept;
+        create_network_labelled(docker, network, guard.labels()).await?;
+        guard.network = Some(network.to_string());
+        Ok(guard)
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        if self.kept {
+            kept_labels(&self.run_id)
+        } else {
+            run_labels(&self.run_id)
+        }
+    }
+
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
+    }
+
+    /// Creates and starts `specs`, all at once, and waits (up to `ready_within`)
+    /// until each has printed its ready line. On an error, what was created
+    /// stays in the guard, to be removed with it.
+    pub async fn start(&mut self, specs: &[ContainerSpec], ready_within: Duration) -> Result<()> {
+        // Named before creation: a create cut off half-way still leaves a
+        // name the removal will look for.
+        self.names.extend(specs.iter().map(|s| s.name.clone()));
+        let labels = self.labels();
+        let this = &*self;
+        let started = join_all(specs.iter().map(|spec| {
+            let labels = labels.clone();
+            async move {
+                this.create_and_start(spec, labels).await?;
+                if let Some(line) = spec.ready_line {
+                    wait_for_line(&this.docker, &spec.name, line, ready_within).await?;
+                }
+                anyhow::Ok(())
+            }
+        }))
+        .await;
+        started.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &ContainerSpec,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        use bollard::models::HostConfig;
+        self.docker
+            .create_container(
+                Some(
+                    bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                        .name(&spec.name)
+                        .build(),
+                ),
+                bollard::models::ContainerCreateBody {
+                    image: Some(spec.image.clone()),
+                    hostname: spec.hostname.clone(),
+                    labels: Some(labels),
+                    env: Some(vec![
+                        "LC_ALL=C.UTF-8".into(),
+                        "DEBIAN_FRONTEND=noninteractive".into(),
+                    ]),
+                    host_config: Some(HostConfig {
+                        network_mode: self.network.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "creating container {} from image {}; if the image is missing, it was \
+                     not built first (nothing can be pulled)",
+                    spec.name, spec.image
+                )
+            })?;
+        self.docker
+            .start_container(&spec.name, None)
+            .await
+            .with_context(|| format!("starting container {}", spec.name))
+    }
+
+    /// Takes on a container started some other way (the bench's `docker
+    /// run` baseline), to be removed with the others.
+    pub fn adopt(&mut self, name: &str) {
+        self.names.push(name.to_string());
+    }
+
+    /// Leaves the containers and network running past the run (`--keep`).
+    /// Only a guard made `kept` may be kept: the labels say so to the sweep.
+    pub fn keep(mut self) {
+        debug_assert!(self.kept, "keep() on a guard not labelled as kept");
+        self.names.clear();
+        self.network = None;
+    }
+
+    /// Removes the containers, then the network: a failure is only
+    /// reported, the stale sweep at the next start takes what is left.
+    pub async fn remove(mut self) {
+        let names = std::mem::take(&mut self.names);
+        let network = self.network.take();
+        if let Err(e) = remove_now(&self.docker, &names, network.as_deref()).await {
+            eprintln!("warning: cleaning up run {}: {e:#}", self.run_id);
+        }
+    }
+}
+
+impl Drop for Containers {
+    /// Dropped without `remove` or `keep`: the step was cut off. Removes
+    /// before returning, on a thread and engine client of its own, so it
+    /// works from any runtime (or none) and is done before whatever runs
+    /// next, such as the CLI's clean-up after Ctrl-C.
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.names);
+        let network = self.network.take();
+        if names.is_empty() && network.is_none() {
+            return;
+        }
+        let run_id = self.run_id.clone();
+        let removal = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let docker = connect().await?;
+                remove_now(&docker, &names, network.as_deref()).await
+            })
+        });
+        match removal.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: cleaning up run {run_id}: {e:#}"),
+            Err(_) => eprintln!("warning: cleaning up run {run_id}: the removal panicked"),
+        }
+    }
+}
+
+/// Waits until `container` prints a line containing `line` (on stdout or
+/// stderr), or errors with where to look.
+async fn wait_for_line(
+    docker: &Docker,
+    container: &str,
+    line: &str,
+    within: Duration,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(container, Some(options));
+    let mut seen = String::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk.with_context(|| format!("reading the log of {container}"))?;
+            seen.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            if seen.contains(line) {
+                return anyhow::Ok(true);
+            }
+        }
+        // The stream ends when the container does.
+        anyhow::Ok(false)
+    })
+    .await;
+    match found {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(false)) => bail!(
+            "container {container} stopped before it printed `{line}`; its log:\n{}",
+            tail_of(&seen)
+        ),
+        Err(_) => bail!(
+            "container {container} did not print `{line}` within {}s; its log so far:\n{}",
+            within.as_secs(),
+            tail_of(&seen)
+        ),
+    }
+}
+
+fn tail_of(log: &str) -> String {
+    crate::support::process::indent(&crate::support::process::tail(log, 10))
+}
+
+/// Force-removes `names` (all at once), then `network`. Already gone is
+/// fine.
+async fn remove_now(docker: &Docker, names: &[String], network: Option<&str>) -> Result<()> {
+    let removals = join_all(names.iter().map(|name| async move {
+        gone_is_fine(docker.remove_container(name, Some(force_remove())).await)
+            .with_context(|| format!("removing container {name}"))
+    }))
+    .await;
+    removals.into_iter().collect::<Result<Vec<()>>>()?;
+    if let Some(network) = network {
+        gone_is_fine(docker.remove_network(network).await)
+            .with_context(|| format!("removing network {network}"))?;
+    }
+    Ok(())
+}
+
+fn force_remove() -> bollard::query_parameters::RemoveContainerOptions {
+    bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build()
+}
+
+fn gone_is_fine(result: Result<(), bollard::errors::Error>) -> Result<(), bollard::errors::Error> {
+    match result {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        other => other,
+    }
+}
+
 /// Removes every container and network labelled with `run_id`.
 pub async fn remove_run(docker: &Docker, run_id: &str) -> Result<usize> {
     remove_labelled(docker, &format!("{LABEL_RUN}={run_id}")).await
@@ -293,28 +578,18 @@ async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
 }
 
 async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
-    use bollard::errors::Error::DockerResponseServerError;
     let mut removed = 0;
     for r in labelled(docker, label).await? {
         let result = if r.network {
             docker.remove_network(&r.id).await
         } else {
-            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            docker.remove_container(&r.id, Some(opts)).await
+            docker.remove_container(&r.id, Some(force_remove())).await
         };
         match result {
             Ok(()) => removed += 1,
-            // Already gone, or a container already being removed (a
-            // concurrent drop): fine. A network still in use is not.
-            Err(DockerResponseServerError {
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
-            Err(DockerResponseServerError {
-                status_code: 409, ..
-            }) if !r.network => {}
             Err(e) => {
                 let what = if r.network { "network" } else { "container" };
                 return Err(e).with_context(|| format!("removing {what} {}", r.id));
@@ -322,4 +597,97 @@ async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::support::images;
+
+    async fn idle_image(docker: &Docker) -> String {
+        let config = Config::parse("", std::path::Path::new("release.toml")).unwrap();
+        images::lintian_image(docker, &config, &|line| eprintln!("  {line}"))
+            .await
+            .unwrap()
+    }
+
+    async fn left_of(docker: &Docker, run_id: &str) -> Vec<Resource> {
+        labelled(docker, &format!("{LABEL_RUN}={run_id}"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_guard_removes_its_containers_and_network() {
+        let Some(docker) = images::docker_for_tests("a_dropped_guard").await else {
+            return;
+        };
+        let image = idle_image(&docker).await;
+        let run_id = new_run_id();
+        let mut guard = Containers::on_network(&docker, &run_id, &format!("rh-{run_id}"), false)
+            .await
+            .unwrap();
+        let specs: Vec<ContainerSpec> = ["a", "b"]
+            .iter()
+            .map(|s| ContainerSpec::idle(format!("rh-{run_id}-{s}"), &image))
+            .collect();
+        guard.start(&specs, Duration::ZERO).await.unwrap();
+        assert_eq!(left_of(&docker, &run_id).await.len(), 3);
+        // A step cut off (an error, a panic, Ctrl-C) drops its guard.
+        drop(guard);
+        assert_eq!(left_of(&docker, &run_id).await.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_kept_guard_leaves_them_labelled_kept_and_remove_run_takes_them() {
+        let Some(docker) = images::docker_for_tests("a_kept_guard").await else {
+            return;
+        };
+        let image = idle_image(&docker).await;
+        let run_id = new_run_id();
+        let mut guard = Containers::on_network(&docker, &run_id, &format!("rh-{run_id}"), true)
+            .await
+            .unwrap();
+        let spec = ContainerSpec::idle(format!("rh-{run_id}-kept"), &image);
+        guard.start(&[spec], Duration::ZERO).await.unwrap();
+        guard.keep();
+        let left = left_of(&docker, &run_id).await;
+        assert_eq!(left.len(), 2);
+        assert!(left
+            .iter()
+            .all(|r| r.labels.get(LABEL_OWNER).map(String::as_str) == Some(KEPT)));
+        // The sweep of a later run leaves a kept fleet alone.
+        sweep_stale(&docker).await.unwrap();
+        assert_eq!(left_of(&docker, &run_id).await.len(), 2);
+        assert_eq!(remove_run(&docker, &run_id).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_container_that_never_says_it_is_ready_is_named() {
+        let Some(docker) = images::docker_for_tests("never_ready").await else {
+            return;
+        };
+        let image = idle_image(&docker).await;
+        let run_id = new_run_id();
+        let mut guard = Containers::new(&docker, &run_id);
+        let name = format!("rh-{run_id}-mute");
+        let spec = ContainerSpec {
+            ready_line: Some("a line sleep never prints"),
+            ..ContainerSpec::idle(&name, &image)
+        };
+        let err = guard
+            .start(&[spec], Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!(
+                "container {name} did not print `a line sleep never prints`"
+            )),
+            "{msg}"
+        );
+        guard.remove().await;
+        assert_eq!(left_of(&docker, &run_id).await.len(), 0);
+    }
 }

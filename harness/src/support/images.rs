@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::support::debian;
+use crate::support::{debian, process};
 
 /// Bumped when the way images are made changes, so old tags are not reused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -325,21 +324,20 @@ fn checked_relations(sets: &[PackageSet]) -> Result<Vec<String>> {
 }
 
 async fn mmdebstrap_version() -> Result<String> {
-    let out = tokio::process::Command::new("mmdebstrap")
-        .arg("--version")
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        Ok(o) => bail!(
-            "mmdebstrap --version failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mmdebstrap is not installed: apt-get install mmdebstrap")
-        }
-        Err(e) => Err(e).context("running mmdebstrap"),
+    let version = process::cmd("mmdebstrap", ["--version"]);
+    match tokio::task::spawn_blocking(move || version.read()).await? {
+        Ok(v) => Ok(v.trim().to_string()),
+        Err(e) if not_found(&e) => bail!("mmdebstrap is not installed: apt-get install mmdebstrap"),
+        Err(e) => Err(e),
     }
+}
+
+/// Whether running a program failed because it is not installed.
+fn not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    })
 }
 
 /// Plain names go to `--include`; relations with versions or alternatives
@@ -355,11 +353,9 @@ async fn run_mmdebstrap(
         .iter()
         .partition(|r| !r.contains(|c: char| " (|:".contains(c)));
     let log_path = rootfs.with_file_name("mmdebstrap.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut command = tokio::process::Command::new("mmdebstrap");
-    command.arg("--variant=apt");
+    let mut args = vec!["--variant=apt".to_string()];
     if !plain.is_empty() {
-        command.arg(format!(
+        args.push(format!(
             "--include={}",
             plain
                 .iter()
@@ -374,18 +370,21 @@ async fn run_mmdebstrap(
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        command.arg(format!(
+        args.push(format!(
             "--customize-hook=chroot \"$1\" apt-get satisfy --yes --no-install-recommends '{joined}'"
         ));
     }
-    command
-        .arg(suite)
-        .arg(rootfs)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true);
-    let status = command.status().await.context("running mmdebstrap")?;
+    args.push(suite.to_string());
+    args.push(rootfs.display().to_string());
+    // Its whole output (mostly stderr) goes to a log: the error below reads
+    // its tail.
+    let command = process::cmd("mmdebstrap", args).with(|e| e.stdin_null().stderr_to_stdout());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await?
+        .context("running mmdebstrap")?;
+    std::fs::write(&log_path, &output.stdout)
+        .with_context(|| format!("writing {}", log_path.display()))?;
+    let status = output.status;
     if status.success() {
         return Ok(());
     }
@@ -616,36 +615,25 @@ E: Unable to correct problems, you have held broken packages.";
             .unwrap();
         assert_eq!(image, again);
 
+        use crate::support::docker::{ContainerSpec, Containers};
         let run_id = crate::support::docker::new_run_id();
         let network = format!("rh-images-{run_id}");
-        crate::support::docker::create_network(&docker, &network, &run_id)
+        let mut containers = Containers::on_network(&docker, &run_id, &network, false)
             .await
             .unwrap();
         let result = async {
             // Container names differ from host names, as in a fleet.
-            for (suffix, hostname) in [("a", "deploy1"), ("b", "canary1")] {
-                let name = format!("rh-images-{run_id}-{suffix}");
-                docker
-                    .create_container(
-                        Some(
-                            bollard::query_parameters::CreateContainerOptionsBuilder::default()
-                                .name(&name)
-                                .build(),
-                        ),
-                        bollard::models::ContainerCreateBody {
-                            image: Some(image.clone()),
-                            hostname: Some(hostname.into()),
-                            labels: Some(crate::support::docker::run_labels(&run_id)),
-                            host_config: Some(bollard::models::HostConfig {
-                                network_mode: Some(network.clone()),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                docker.start_container(&name, None).await?;
-            }
+            let specs: Vec<ContainerSpec> = [("a", "deploy1"), ("b", "canary1")]
+                .iter()
+                .map(|(suffix, hostname)| ContainerSpec {
+                    hostname: Some(hostname.to_string()),
+                    ready_line: Some("Server listening on"),
+                    ..ContainerSpec::idle(format!("rh-images-{run_id}-{suffix}"), &image)
+                })
+                .collect();
+            containers
+                .start(&specs, std::time::Duration::from_secs(60))
+                .await?;
             let a = format!("rh-images-{run_id}-a");
             let b = format!("rh-images-{run_id}-b");
             let run = |container: String, script: String| {
@@ -688,9 +676,14 @@ E: Unable to correct problems, you have held broken packages.";
             anyhow::Ok(())
         }
         .await;
-        crate::support::docker::remove_run(&docker, &run_id)
-            .await
-            .unwrap();
+        containers.remove().await;
         result.unwrap();
+        assert_eq!(
+            crate::support::docker::remove_run(&docker, &run_id)
+                .await
+                .unwrap(),
+            0,
+            "the guard left something of run {run_id}"
+        );
     }
 }

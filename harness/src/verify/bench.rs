@@ -1,18 +1,22 @@
-//! `bench`: figures, not assertions. Fleet start and one deploy at two sizes
-//! against plain `docker run` of the same containers in the same run (so a
-//! busy machine shifts both sides), and a warm verify of the default suite.
-//! Printed as a table with ratios; nothing here fails on a number.
+//! `bench`: figures, not assertions. Fleet start, install and one deploy at
+//! several sizes, against plain `docker run` of the same containers started
+//! all at once in the same run (so a busy machine shifts both sides), and a
+//! warm verify of the default suite. Printed as a table where each figure has
+//! its ratio; nothing here fails on a number.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use futures_util::future::join_all;
 
 use crate::config::{Config, Hosts};
+use crate::support::docker::{self, Containers};
+use crate::support::process;
 use crate::support::progress::Progress;
 use crate::verify::fleet::{Fleet, Launch, Size};
 use crate::verify::scenario::{self, Deb, VerifyInput};
-use crate::{release::build, release::fixture, support::docker, support::images};
+use crate::{release::build, release::fixture, support::images};
+use bollard::Docker;
 
 pub struct BenchOptions {
     /// App-host counts to measure (each with the configured canaries).
@@ -25,10 +29,16 @@ pub struct BenchOptions {
 #[derive(serde::Serialize)]
 struct Row {
     hosts: usize,
+    /// Plain `docker run` of every host at once, until every sshd answers.
     docker_run_s: f64,
     fleet_start_s: f64,
+    /// fleet start / docker run.
     start_ratio: f64,
+    /// fleet start / the first (smallest) size's fleet start.
+    start_growth: f64,
     install_s: f64,
+    /// install / the first size's install.
+    install_growth: f64,
     deploy_s: f64,
 }
 
@@ -56,7 +66,7 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         };
         let hosts = 1 + size.canaries + size.apps;
         progress.step(&format!("bench: {hosts} hosts, plain docker run"));
-        let baseline = plain_docker_run(&image, hosts).await?;
+        let baseline = plain_docker_run(&docker, &image, hosts).await?;
         progress.step(&format!("bench: {hosts} hosts, harness fleet"));
         let run_id = docker::new_run_id();
         let t = Instant::now();
@@ -91,19 +101,22 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         .await;
         fleet.teardown().await;
         let (install, deploy) = measured?;
+        let first = rows.first();
         rows.push(Row {
             hosts,
             docker_run_s: secs(baseline),
             fleet_start_s: secs(start),
-            start_ratio: start.as_secs_f64() / baseline.as_secs_f64().max(0.001),
+            start_ratio: ratio(start.as_secs_f64(), baseline.as_secs_f64()),
+            start_growth: first.map_or(1.0, |f: &Row| ratio(start.as_secs_f64(), f.fleet_start_s)),
             install_s: secs(install),
+            install_growth: first.map_or(1.0, |f: &Row| ratio(install.as_secs_f64(), f.install_s)),
             deploy_s: secs(deploy),
         });
     }
 
     let mut verify_s = None;
     if opts.verify {
-        progress.step("bench: warm verify of the default suite");
+        // verify names its own step.
         let previous = deb.clone(); // the suite needs one; the same package will do
         let t = Instant::now();
         let report = scenario::verify(
@@ -132,19 +145,27 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>6}  {:>12}  {:>12}  {:>6}  {:>10}  {:>10}",
-        "hosts", "docker run", "fleet start", "ratio", "install", "deploy"
+        "{:>6}  {:>10}  {:>11}  {:>7}  {:>8}  {:>8}  {:>8}  {:>7}",
+        "hosts", "docker run", "fleet start", "ratio", "growth", "install", "growth", "deploy"
     );
     for r in &rows {
         println!(
-            "{:>6}  {:>11.1}s  {:>11.1}s  {:>5.2}x  {:>9.1}s  {:>9.1}s",
-            r.hosts, r.docker_run_s, r.fleet_start_s, r.start_ratio, r.install_s, r.deploy_s
+            "{:>6}  {:>9.1}s  {:>10.1}s  {:>6.2}x  {:>7.2}x  {:>7.1}s  {:>7.2}x  {:>6.1}s",
+            r.hosts,
+            r.docker_run_s,
+            r.fleet_start_s,
+            r.start_ratio,
+            r.start_growth,
+            r.install_s,
+            r.install_growth,
+            r.deploy_s
         );
     }
     println!(
-        "docker run: the same image started by `docker run` one by one until every sshd answers;\n\
-         fleet start: the harness's start (parallel, plus users, keys, known hosts, HTTP and apt\n\
-         repository, the deployment repository); install: apt on every host; deploy: one sync."
+        "docker run: the same image, every container started at once by `docker run`, until\n\
+         every sshd answers; fleet start: the harness's start (plus users, keys, known hosts,\n\
+         HTTP and apt repository, the deployment repository); ratio: fleet start / docker run;\n\
+         growth: against the first row; install: the package on every host; deploy: one sync."
     );
     if let Some((s, passed)) = verify_s {
         println!(
@@ -155,69 +176,58 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
     Ok(())
 }
 
-/// The baseline: what a shell script would do with the docker CLI.
-async fn plain_docker_run(image: &str, hosts: usize) -> Result<Duration> {
+/// The baseline: what a shell script would do with the docker CLI, every
+/// `docker run` at once. The guard owns what it started, as for a fleet.
+async fn plain_docker_run(docker: &Docker, image: &str, hosts: usize) -> Result<Duration> {
     let run_id = docker::new_run_id();
     let network = format!("rh-{run_id}-plain");
-    let labels = [
-        format!("{}={run_id}", docker::LABEL_RUN),
-        format!("{}={}", docker::LABEL_OWNER, docker::owner()),
-    ];
-    let cli = |args: &[&str]| -> Result<String> {
-        let out = Command::new("docker")
-            .args(args)
-            .output()
-            .context("running the docker CLI (the baseline needs it)")?;
-        if !out.status.success() {
-            bail!(
-                "docker {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let mut containers = Containers::on_network(docker, &run_id, &network, false).await?;
+    let labels: Vec<String> = docker::run_labels(&run_id)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let names: Vec<String> = (0..hosts).map(|i| format!("{network}-h{i}")).collect();
     let result = async {
-        cli(&[
-            "network", "create", "--label", &labels[0], "--label", &labels[1], &network,
-        ])?;
-        let names: Vec<String> = (0..hosts).map(|i| format!("{network}-h{i}")).collect();
         let t = Instant::now();
-        for name in &names {
-            cli(&[
-                "run",
-                "-d",
-                "--network",
-                &network,
-                "--name",
-                name,
-                "--label",
-                &labels[0],
-                "--label",
-                &labels[1],
-                image,
-            ])?;
-        }
+        let runs = names.iter().map(|name| {
+            containers.adopt(name);
+            let mut args = vec!["run", "-d", "--network", &network, "--name", name];
+            for label in &labels {
+                args.extend(["--label", label]);
+            }
+            args.push(image);
+            let run = process::cmd("docker", args);
+            async move { tokio::task::spawn_blocking(move || run.read()).await? }
+        });
+        let runs: Vec<_> = runs.collect();
+        join_all(runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<String>>>()
+            .context("the baseline needs the docker CLI")?;
         let scan = format!(
             "ssh-keyscan -T 2 -t ed25519 {} 2>/dev/null",
             names.join(" ")
         );
         loop {
-            let out = cli(&["exec", &names[0], "sh", "-c", &scan]).unwrap_or_default();
-            if out.lines().count() >= hosts {
+            let out = docker::exec(docker, &names[0], None, &scan).await?;
+            if out.stdout.lines().count() >= hosts {
                 break;
             }
             if t.elapsed() > Duration::from_secs(120) {
                 bail!("plain docker run: sshd did not answer on every host within 120s");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::Ok(t.elapsed())
     }
     .await;
-    let docker = docker::connect().await?;
-    docker::remove_run(&docker, &run_id).await?;
+    containers.remove().await;
     result
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    a / b.max(0.001)
 }
 
 fn secs(d: Duration) -> f64 {

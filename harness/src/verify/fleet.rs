@@ -12,12 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use futures_util::future::join_all;
-use testcontainers::core::ImageExt;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage};
 
 use crate::config::{Config, Hosts};
-use crate::support::docker::{self, ExecOutput};
+use crate::support::docker::{self, ContainerSpec, Containers, ExecOutput};
 use crate::support::progress::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +73,8 @@ pub struct Fleet {
     pub network: String,
     pub hosts: Vec<Host>,
     pub config: Config,
-    containers: Vec<ContainerAsync<GenericImage>>,
+    /// The hosts' containers and the network: removed at teardown, or kept.
+    containers: Containers,
     keep: bool,
 }
 
@@ -107,22 +105,17 @@ impl Fleet {
             format!("rh-{run_id}-{slot}")
         };
         let network = prefix.clone();
-        let labels = if keep {
-            docker::kept_labels(run_id)
-        } else {
-            docker::run_labels(run_id)
-        };
-        docker::create_network_labelled(docker, &network, labels.clone()).await?;
+        let containers = Containers::on_network(docker, run_id, &network, keep).await?;
         let mut fleet = Fleet {
             docker: docker.clone(),
             run_id: run_id.to_string(),
             network,
             hosts: host_list(&config, size, &prefix),
             config,
-            containers: Vec::new(),
+            containers,
             keep: false,
         };
-        match fleet.bring_up(image, labels, progress).await {
+        match fleet.bring_up(image, progress).await {
             Ok(()) => {
                 fleet.keep = keep;
                 Ok(fleet)
@@ -134,41 +127,32 @@ impl Fleet {
         }
     }
 
-    async fn bring_up(
-        &mut self,
-        image: &str,
-        labels: HashMap<String, String>,
-        progress: &Progress,
-    ) -> Result<()> {
-        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    async fn bring_up(&mut self, image: &str, progress: &Progress) -> Result<()> {
         let started = Instant::now();
-        let requests = self.hosts.iter().map(|h| {
-            GenericImage::new(repo, tag)
-                .with_container_name(&h.container)
-                .with_hostname(&h.name)
-                .with_network(&self.network)
-                .with_labels(labels.clone())
-                .start()
-        });
-        for (host, started) in self.hosts.iter().zip(join_all(requests).await) {
-            let container = started.with_context(|| {
-                format!(
-                    "starting host {} from image {image}; if the image is missing, \
-                     it was not built first (nothing can be pulled)",
-                    host.name
-                )
-            })?;
-            self.containers.push(container);
-        }
+        let specs: Vec<ContainerSpec> = self
+            .hosts
+            .iter()
+            .map(|h| ContainerSpec {
+                hostname: Some(h.name.clone()),
+                // The fleet entrypoint runs sshd with -e: it logs this line
+                // once it accepts connections.
+                ready_line: Some("Server listening on"),
+                ..ContainerSpec::idle(&h.container, image)
+            })
+            .collect();
+        self.containers
+            .start(&specs, Duration::from_secs(60))
+            .await
+            .context("starting the fleet")?;
         progress.info(&format!(
-            "{} containers up in {:.1}s",
+            "{} containers up, sshd listening, in {:.1}s",
             self.hosts.len(),
             started.elapsed().as_secs_f64()
         ));
         self.prepare_hosts().await?;
         self.exchange_keys().await?;
         progress.info(&format!(
-            "fleet ready (sshd answering, keys exchanged) in {:.1}s",
+            "fleet ready (users, repositories, keys exchanged) in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
         Ok(())
@@ -228,7 +212,9 @@ impl Fleet {
         Ok(())
     }
 
-    /// Puts .deb files into the deploy host's apt repository and indexes it.
+    /// Puts .deb files into the deploy host's apt repository, indexes it, and
+    /// has every host read the new index (all at once), so an install is
+    /// apt-get install alone.
     pub async fn publish_debs(&self, debs: &[&Path]) -> Result<()> {
         let mut files = Vec::new();
         for deb in debs {
@@ -244,16 +230,22 @@ impl Fleet {
             &format!("cd {APT_DIR} && dpkg-scanpackages --multiversion . > Packages 2>/dev/null"),
         )
         .await?;
-        Ok(())
+        self.run_on(
+            &self.select(Hosts::All),
+            None,
+            "timeout 120 apt-get -q update >/dev/null",
+        )
+        .await
     }
 
     /// Installs `version` of the package on `hosts` the way debdeploy's client
-    /// does (apt-get from the fleet's repository), downgrades allowed.
+    /// does (apt-get from the fleet's repository, whose index `publish_debs`
+    /// brought to every host), downgrades allowed.
     pub async fn install(&self, hosts: &[&Host], version: &str) -> Result<()> {
         let pkg = self.config.package_name();
         let script = format!(
-            "timeout 120 apt-get -q update >/dev/null && timeout 300 apt-get -q -y \
-             --allow-downgrades -o DPkg::Options::=--force-confold install {pkg}={version}"
+            "timeout 300 apt-get -q -y --allow-downgrades \
+             -o DPkg::Options::=--force-confold install {pkg}={version}"
         );
         self.run_on(hosts, None, &script).await
     }
@@ -325,7 +317,7 @@ impl Fleet {
 
     /// Removes every container and the network of this run, unless the
     /// fleet is kept for debugging (then prints how to get in).
-    pub async fn teardown(mut self) {
+    pub async fn teardown(self) {
         if self.keep {
             eprintln!(
                 "keeping the fleet of run {} for debugging; a shell on a host:\n  \
@@ -334,16 +326,10 @@ impl Fleet {
                 self.deploy_host().container,
                 self.run_id
             );
-            // Dropping a testcontainers handle removes the container.
-            for c in self.containers.drain(..) {
-                std::mem::forget(c);
-            }
+            self.containers.keep();
             return;
         }
-        self.containers.clear();
-        if let Err(e) = docker::remove_run(&self.docker, &self.run_id).await {
-            eprintln!("warning: cleaning up run {}: {e:#}", self.run_id);
-        }
+        self.containers.remove().await;
     }
 
     /// Every host resolves every other by its short name: Docker's DNS
@@ -382,26 +368,20 @@ impl Fleet {
         let port = c.fleet.http_port;
         let repo_dir = c.render(&c.sync.repo_dir, &[]);
         let key = c.render(&c.fleet.ssh_key_path, &[]);
-        let hosts_lines = self.hosts_lines().await?;
-
         // The deploy user's key first: every target needs its public half. Its
         // directory may be root's (scap's /etc/keyholder.d), the key is the
-        // user's.
-        let public = self
-            .run(
-                deploy,
-                None,
-                &format!(
-                    "set -e\n\
-                     id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
-                     dir=$(dirname {key})\n\
-                     case \"$dir\" in /home/{user}*) install -d -m 700 -o {user} -g {user} \"$dir\" ;; *) install -d -m 755 \"$dir\" ;; esac\n\
-                     ssh-keygen -q -t ed25519 -N '' -f {key}\n\
-                     chown {user}: {key} {key}.pub && chmod 600 {key}\n\
-                     cat {key}.pub"
-                ),
-            )
-            .await?;
+        // user's. The addresses are asked for meanwhile.
+        let keygen = format!(
+            "set -e\n\
+             id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
+             dir=$(dirname {key})\n\
+             case \"$dir\" in /home/{user}*) install -d -m 700 -o {user} -g {user} \"$dir\" ;; *) install -d -m 755 \"$dir\" ;; esac\n\
+             ssh-keygen -q -t ed25519 -N '' -f {key}\n\
+             chown {user}: {key} {key}.pub && chmod 600 {key}\n\
+             cat {key}.pub"
+        );
+        let (hosts_lines, public) =
+            tokio::try_join!(self.hosts_lines(), self.run(deploy, None, &keygen))?;
 
         // Files from release.toml, templated.
         let mut per_host: HashMap<&str, Vec<docker::FileEntry>> = HashMap::new();
@@ -451,6 +431,18 @@ impl Fleet {
              chmod 600 /home/{user}/.ssh/authorized_keys\n",
             public.trim()
         );
+        // On the deploy host, after its common part: the deployment
+        // repository (holding any files release.toml put in it), owned by the
+        // user who deploys, and the HTTP server for /srv.
+        let deploy_setup = format!(
+            "mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
+             chown -R {user}: {repo_dir}\n\
+             (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
+             su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
+             git config --global user.email release-harness@localhost; cd {repo_dir}; \
+             git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
+             for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
+        );
         let per_host_setup = self.hosts.iter().map(|h| {
             let files = per_host.remove(h.container.as_str()).unwrap_or_default();
             let mut script = common.clone();
@@ -459,6 +451,9 @@ impl Fleet {
             }
             if let Some(paths) = owned.get(h.container.as_str()) {
                 script.push_str(&format!("chown {user}: {}\n", paths.join(" ")));
+            }
+            if h.role == Role::Deploy {
+                script.push_str(&deploy_setup);
             }
             async move {
                 if !files.is_empty() {
@@ -473,24 +468,6 @@ impl Fleet {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
 
-        // The deployment repository (holding any files release.toml put in
-        // it), owned by the user who deploys, and the HTTP server for /srv.
-        self.run(
-            deploy,
-            None,
-            &format!(
-                "set -e\n\
-                 mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
-                 chown -R {user}: {repo_dir}\n\
-                 (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
-                 su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
-                 git config --global user.email release-harness@localhost; cd {repo_dir}; \
-                 git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
-                 for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
-            ),
-        )
-        .await?;
-
         for cmd in &c.fleet.setup {
             let script = c.render(&cmd.command, &[]);
             let hosts = self.select(cmd.hosts);
@@ -502,50 +479,44 @@ impl Fleet {
     }
 
     /// Every target's host key into the deploy host's known hosts, by short
-    /// name. A host counts as ready when its sshd answers the key scan.
+    /// name. Every sshd already said it listens (`start` waited for it), so
+    /// one scan answers for all.
     async fn exchange_keys(&self) -> Result<()> {
         let deploy = self.deploy_host();
         let targets = self.select(Hosts::Targets);
         let names: Vec<&str> = targets.iter().map(|h| h.name.as_str()).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let scan = self
-                .exec(
-                    deploy,
-                    None,
-                    &format!(
-                        "ssh-keyscan -T 2 -t ed25519 {} 2>/dev/null",
-                        names.join(" ")
-                    ),
-                )
-                .await?;
-            let missing: Vec<&str> = names
-                .iter()
-                .filter(|n| !scan.stdout.lines().any(|l| l.starts_with(&format!("{n} "))))
-                .copied()
-                .collect();
-            if missing.is_empty() {
-                docker::put_files(
-                    &self.docker,
-                    &deploy.container,
-                    &[(
-                        "/etc/ssh/ssh_known_hosts".into(),
-                        scan.stdout.into_bytes(),
-                        0o644,
-                    )],
-                )
-                .await?;
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "sshd did not answer on {} within 60s (container logs: docker logs {})",
-                    missing.join(", "),
-                    self.host(missing[0])?.container
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let scan = self
+            .exec(
+                deploy,
+                None,
+                &format!(
+                    "ssh-keyscan -T 5 -t ed25519 {} 2>/dev/null",
+                    names.join(" ")
+                ),
+            )
+            .await?;
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !scan.stdout.lines().any(|l| l.starts_with(&format!("{n} "))))
+            .copied()
+            .collect();
+        if let Some(first) = missing.first() {
+            bail!(
+                "sshd did not answer the key scan on {} (container logs: docker logs {})",
+                missing.join(", "),
+                self.host(first)?.container
+            );
         }
+        docker::put_files(
+            &self.docker,
+            &deploy.container,
+            &[(
+                "/etc/ssh/ssh_known_hosts".into(),
+                scan.stdout.into_bytes(),
+                0o644,
+            )],
+        )
+        .await
     }
 }
 

@@ -2,15 +2,17 @@
 //! versions it needs on the hosts the way production would (apt from a
 //! repository), runs real syncs from the deploy host, and checks every
 //! target. What a scenario found goes into a `report::ScenarioResult`.
+//! Scenarios run `PARALLEL_SCENARIOS` at a time, each on its own network.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use bollard::Docker;
+use futures_util::StreamExt;
 
 use crate::config::{Config, Hosts, ScenarioKind};
-use crate::support::progress::Progress;
+use crate::support::progress::{format_duration, Progress};
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
@@ -34,8 +36,15 @@ pub struct VerifyInput<'a> {
     pub only: &'a [ScenarioKind],
 }
 
-/// Runs every scenario in turn; a failed scenario does not stop the others,
-/// so the report shows the whole picture.
+/// How many scenarios run at once: one per core of the two-core machine the
+/// harness is sized for. A scenario mostly waits (exec round trips, ssh), but
+/// its busy phases (seven hosts starting sshd, dpkg on seven hosts at once,
+/// the tool's Python on the deploy host) each fill a core; a third scenario
+/// would only queue behind the other two and make every timeout tighter.
+pub const PARALLEL_SCENARIOS: usize = 2;
+
+/// Runs every scenario, `PARALLEL_SCENARIOS` at once; a failed scenario does
+/// not stop the others, so the report shows the whole picture.
 pub async fn verify(
     docker: &Docker,
     input: &VerifyInput<'_>,
@@ -47,23 +56,29 @@ pub async fn verify(
     } else {
         input.only.to_vec()
     };
-    let mut results = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
-        progress.step(&format!(
-            "verify {}/{}: {}",
-            i + 1,
-            kinds.len(),
-            kind.name()
+    progress.step(&format!(
+        "verify: {} scenarios, up to {PARALLEL_SCENARIOS} at once",
+        kinds.len()
+    ));
+    let runs = kinds.iter().enumerate().map(|(i, kind)| async move {
+        let (result, timings) = run_scenario(docker, input, *kind, i, progress).await;
+        let mark = if result.passed { "✓" } else { "✗" };
+        progress.note(&format!(
+            "{mark} {} in {} ({})",
+            kind.name(),
+            format_duration(result.duration),
+            timings
         ));
-        let result = run_scenario(docker, input, *kind, i, progress).await;
-        progress.finish_step(result.passed);
-        if !result.passed {
-            for f in &result.failures {
-                progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
-            }
+        for f in &result.failures {
+            progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
         }
-        results.push(result);
-    }
+        result
+    });
+    let results: Vec<ScenarioResult> = futures_util::stream::iter(runs)
+        .buffered(PARALLEL_SCENARIOS)
+        .collect()
+        .await;
+    progress.finish_step(results.iter().all(|r| r.passed));
     Ok(VerifyReport {
         package: input.config.package_name().to_string(),
         version: input.new.version.clone(),
@@ -79,13 +94,14 @@ async fn run_scenario(
     kind: ScenarioKind,
     index: usize,
     progress: &Progress,
-) -> ScenarioResult {
+) -> (ScenarioResult, String) {
     let started = Instant::now();
     let mut s = Scenario {
         kind,
         failures: Vec::new(),
         log: Vec::new(),
         progress: progress.clone(),
+        timings: Vec::new(),
     };
     let outcome = async {
         if kind.needs_previous() && input.previous.is_none() {
@@ -107,28 +123,45 @@ async fn run_scenario(
             slot: &slot,
             keep: input.keep,
         };
+        let t = Instant::now();
         let fleet = Fleet::start(docker, input.config, &launch, progress).await?;
+        s.took("fleet start", t);
         let mut debs = vec![input.new.path.as_path()];
         if let Some(p) = input.previous {
             debs.push(p.path.as_path());
         }
+        let t = Instant::now();
         let result = match fleet.publish_debs(&debs).await {
-            Ok(()) => s.run(&fleet, input).await,
+            Ok(()) => {
+                s.took("publish", t);
+                s.run(&fleet, input).await
+            }
             Err(e) => Err(e),
         };
+        let t = Instant::now();
         fleet.teardown().await;
+        s.took("teardown", t);
         result
     }
     .await;
     let error = outcome.err().map(|e| format!("{e:#}"));
-    ScenarioResult {
+    // Where the time went, in the order the phases first ran.
+    let timings = s
+        .timings
+        .iter()
+        .map(|(phase, d)| format!("{phase} {}", format_duration(*d)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    s.log.push(format!("time: {timings}"));
+    let result = ScenarioResult {
         name: kind.name().to_string(),
         passed: error.is_none() && s.failures.is_empty(),
         duration: started.elapsed(),
         failures: s.failures,
         error,
         log: s.log,
-    }
+    };
+    (result, timings)
 }
 
 struct Scenario {
@@ -136,9 +169,19 @@ struct Scenario {
     failures: Vec<Failure>,
     log: Vec<String>,
     progress: Progress,
+    /// Time per phase (fleet start, install, sync, checks...), summed.
+    timings: Vec<(&'static str, Duration)>,
 }
 
 impl Scenario {
+    fn took(&mut self, phase: &'static str, since: Instant) {
+        let d = since.elapsed();
+        match self.timings.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, total)) => *total += d,
+            None => self.timings.push((phase, d)),
+        }
+    }
+
     fn say(&mut self, msg: String) {
         self.progress.info(&msg);
         self.log.push(msg);
@@ -215,6 +258,7 @@ impl Scenario {
     async fn install(&mut self, fleet: &Fleet, hosts: &[&Host], version: &str) -> Result<()> {
         let t = Instant::now();
         fleet.install(hosts, version).await?;
+        self.took("install", t);
         self.say(format!(
             "installed {} {version} on {} ({:.1}s)",
             fleet.config.package_name(),
@@ -227,9 +271,10 @@ impl Scenario {
     /// A new revision, a sync, and the checks on every target. Returns the
     /// revision.
     async fn sync_and_check(&mut self, fleet: &Fleet, what: &str) -> Result<String> {
-        let rev = fleet.new_revision(what).await?;
         let t = Instant::now();
+        let rev = fleet.new_revision(what).await?;
         let out = fleet.sync(&rev).await?;
+        self.took("sync", t);
         self.say(format!(
             "{what}: sync of {} exited {} ({:.1}s)",
             short(&rev),
@@ -247,7 +292,9 @@ impl Scenario {
             return Ok(rev);
         }
         let targets = fleet.select(Hosts::Targets);
+        let t = Instant::now();
         self.check_revisions(fleet, &targets, &rev, what).await?;
+        self.took("checks", t);
         Ok(rev)
     }
 
@@ -308,17 +355,30 @@ impl Scenario {
         fleet: &Fleet,
         expected: &dyn Fn(&Host) -> String,
     ) -> Result<()> {
+        let t = Instant::now();
         let cmd = fleet.config.render(&fleet.config.sync.version_command, &[]);
-        for h in fleet.select(Hosts::All) {
+        let cmd = &cmd;
+        // Every host at once; the findings are recorded in host order.
+        let asks = fleet.select(Hosts::All).into_iter().map(|h| async move {
             let want = expected(h);
             let installed = fleet.installed_version(h).await?;
-            if installed != want {
+            let said = if installed == want {
+                Some(
+                    fleet
+                        .exec(h, Some(fleet.user()), &format!("timeout 20 {cmd}"))
+                        .await?,
+                )
+            } else {
+                None
+            };
+            anyhow::Ok((h, want, installed, said))
+        });
+        for answer in futures_util::future::join_all(asks).await {
+            let (h, want, installed, said) = answer?;
+            let Some(out) = said else {
                 self.fail(&h.name, "installed package version", &want, &installed);
                 continue;
-            }
-            let out = fleet
-                .exec(h, Some(fleet.user()), &format!("timeout 20 {cmd}"))
-                .await?;
+            };
             if !out.ok() || !out.stdout.contains(&want) {
                 self.fail(
                     &h.name,
@@ -328,6 +388,7 @@ impl Scenario {
                 );
             }
         }
+        self.took("checks", t);
         Ok(())
     }
 
@@ -340,6 +401,7 @@ impl Scenario {
             bail!("target-stopped needs at least one target");
         };
         let canary = fleet.select(Hosts::Canaries)[0];
+        let t = Instant::now();
         let rev = fleet.new_revision("deploy during a failure").await?;
         let sync = fleet.sync(&rev);
         tokio::pin!(sync);
@@ -360,6 +422,7 @@ impl Scenario {
                 }
             }
         };
+        self.took("sync", t);
         if !killed {
             bail!(
                 "inconclusive: the sync finished before {} could be stopped (exit {}); \
