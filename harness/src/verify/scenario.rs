@@ -11,6 +11,7 @@ use bollard::Docker;
 
 use crate::config::{Config, Hosts, ScenarioKind};
 use crate::support::progress::Progress;
+use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
@@ -47,6 +48,14 @@ pub async fn verify(
     } else {
         input.only.to_vec()
     };
+    let plan = coverage::plan(input.config, &input.new.path, &input.new.version);
+    let (instrument, mut measured) = match plan {
+        coverage::Plan::Measure(i) => (Some(i.clone()), CoverageReport::new(i.modules)),
+        coverage::Plan::Off(why) => {
+            progress.note(&format!("coverage: {why}"));
+            (None, CoverageReport::unavailable(why))
+        }
+    };
     let mut results = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         progress.step(&format!(
@@ -55,7 +64,11 @@ pub async fn verify(
             kinds.len(),
             kind.name()
         ));
-        let result = run_scenario(docker, input, *kind, i, progress).await;
+        let (result, found) =
+            run_scenario(docker, input, *kind, i, instrument.as_ref(), progress).await;
+        if let Some(found) = found {
+            measured.add(kind.name(), found);
+        }
         progress.finish_step(result.passed);
         if !result.passed {
             for f in &result.failures {
@@ -70,6 +83,7 @@ pub async fn verify(
         previous: input.previous.map(|d| d.version.clone()),
         scenarios: results,
         duration: started.elapsed(),
+        coverage: Some(measured),
     })
 }
 
@@ -78,9 +92,11 @@ async fn run_scenario(
     input: &VerifyInput<'_>,
     kind: ScenarioKind,
     index: usize,
+    instrument: Option<&Instrument>,
     progress: &Progress,
-) -> ScenarioResult {
+) -> (ScenarioResult, Option<ScenarioCoverage>) {
     let started = Instant::now();
+    let mut found = None;
     let mut s = Scenario {
         kind,
         failures: Vec::new(),
@@ -112,23 +128,34 @@ async fn run_scenario(
         if let Some(p) = input.previous {
             debs.push(p.path.as_path());
         }
-        let result = match fleet.publish_debs(&debs).await {
+        let ready = async {
+            if let Some(i) = instrument {
+                i.prepare(&fleet).await?;
+            }
+            fleet.publish_debs(&debs).await
+        }
+        .await;
+        let result = match ready {
             Ok(()) => s.run(&fleet, input).await,
             Err(e) => Err(e),
         };
+        if let Some(i) = instrument {
+            found = Some(i.collect(&fleet).await);
+        }
         fleet.teardown().await;
         result
     }
     .await;
     let error = outcome.err().map(|e| format!("{e:#}"));
-    ScenarioResult {
+    let result = ScenarioResult {
         name: kind.name().to_string(),
         passed: error.is_none() && s.failures.is_empty(),
         duration: started.elapsed(),
         failures: s.failures,
         error,
         log: s.log,
-    }
+    };
+    (result, found)
 }
 
 struct Scenario {
