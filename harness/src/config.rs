@@ -732,4 +732,32 @@ mod tests {
         assert_eq!(c.version_of_tag("v1.2.3"), Some("1.2.3"));
         assert_eq!(c.version_of_tag("1.2.3"), None);
     }
+
+    #[test]
+    fn coverage_and_evidence_keys_parse_and_are_checked() {
+        let c = parse(
+            "[coverage]\nchanged_min = 1.0\n[gate]\nevidence_floor_secs = 3600\n\
+             [[gate.checks]]\nkind = \"evidence\"\nname = \"successful syncs\"\n\
+             command = \"echo 3\"\nthreshold = 10\n",
+        )
+        .unwrap();
+        assert!(
+            c.coverage.enabled,
+            "on by default: a Python tool is measured"
+        );
+        assert_eq!(c.coverage.changed_min, Some(1.0));
+        assert_eq!(c.gate.evidence_floor_secs, Some(3600));
+        assert!(
+            matches!(&c.gate.checks[0], GateCheck::Evidence { threshold, .. } if *threshold == 10.0)
+        );
+        let err = parse("[coverage]\n\ntotal_min = 80\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("proj/release.toml:3: key total_min"),
+            "{msg}"
+        );
+        assert!(msg.contains("0.9 means 90%"), "{msg}");
+        let err = parse("[gate]\nmin_soak_secs = 600\nevidence_floor_secs = 3600\n").unwrap_err();
+        assert!(format!("{err:#}").contains("shorter soak"), "{err:#}");
+    }
 }

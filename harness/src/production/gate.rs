@@ -215,7 +215,7 @@ pub fn soak_decision(
     let Some(floor) = gate.evidence_floor_secs else {
         return full(format!(
             "the full {} soak applies (no gate.evidence_floor_secs)",
-            human(gate.min_soak_secs)
+            soak_length(gate.min_soak_secs)
         ));
     };
     let mut missing = Vec::new();
@@ -265,12 +265,16 @@ pub fn soak_decision(
         SoakDecision {
             secs: floor,
             shortened: true,
-            reason: format!("{}: the {} floor applies", shown.join(", "), human(floor)),
+            reason: format!(
+                "{}: the {} floor applies",
+                shown.join(", "),
+                soak_length(floor)
+            ),
         }
     } else {
         full(format!(
             "the full {} soak applies: {}",
-            human(gate.min_soak_secs),
+            soak_length(gate.min_soak_secs),
             missing.join("; ")
         ))
     }
@@ -740,6 +744,15 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// A soak's length as an operator writes it: `24 h`, `1 h`, else `90m00s`.
+fn soak_length(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else {
+        human(secs)
+    }
+}
+
 fn human(secs: u64) -> String {
     crate::support::progress::format_duration(Duration::from_secs(secs))
 }
@@ -838,5 +851,108 @@ mod tests {
         assert!((2990..=3000).contains(&left), "{left}");
         config.gate.min_soak_secs = 60;
         assert_eq!(soak(&full(&config), &record).0.verdict, Verdict::Pass);
+    }
+
+    fn figures(exercised: u64, changed: u64) -> CoverageFigures {
+        CoverageFigures {
+            covered: 120,
+            statements: 168,
+            changed_exercised: Some(exercised),
+            changed: Some(changed),
+            ..CoverageFigures::default()
+        }
+    }
+
+    fn syncs(count: f64) -> std::result::Result<Evidence, String> {
+        Ok(Evidence {
+            name: "successful syncs".into(),
+            count,
+            threshold: 10.0,
+        })
+    }
+
+    #[test]
+    fn the_floor_applies_only_on_both_kinds_of_evidence() {
+        let mut gate = Gate {
+            evidence_floor_secs: Some(3600),
+            ..Gate::default()
+        };
+        let both = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(17.0)));
+        assert_eq!(both.secs, 3600);
+        assert!(both.shortened);
+        assert_eq!(
+            both.reason,
+            "42 of 42 changed lines exercised by verify, 17 successful syncs on the canaries: \
+             the 1 h floor applies"
+        );
+
+        let low_coverage = soak_decision(&gate, Some(&figures(40, 42)), Some(&syncs(17.0)));
+        assert_eq!(low_coverage.secs, 86400);
+        assert!(low_coverage
+            .reason
+            .contains("40 of 42 changed lines exercised by verify, below"));
+
+        let quiet = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(3.0)));
+        assert!(!quiet.shortened);
+        assert!(quiet
+            .reason
+            .contains("3 successful syncs on the canaries, below 10"));
+
+        let no_check = soak_decision(&gate, Some(&figures(42, 42)), None);
+        assert!(no_check.reason.contains("no evidence check in gate.checks"));
+
+        let broken = soak_decision(
+            &gate,
+            Some(&figures(42, 42)),
+            Some(&Err("canary1 printed no number: oops".into())),
+        );
+        assert!(
+            broken.reason.contains("canary1 printed no number"),
+            "{broken:?}"
+        );
+
+        let not_python = CoverageFigures {
+            note: "mytool 1.0 installs no Python module".into(),
+            ..CoverageFigures::default()
+        };
+        let d = soak_decision(&gate, Some(&not_python), Some(&syncs(17.0)));
+        assert!(!d.shortened);
+        assert!(
+            d.reason.contains("no change coverage from verify: mytool"),
+            "{d:?}"
+        );
+        assert!(soak_decision(&gate, None, Some(&syncs(17.0)))
+            .reason
+            .contains("no coverage figures"));
+
+        // A share below 1.0 lets a few unexercised lines through.
+        gate.change_coverage_min = 0.9;
+        assert!(soak_decision(&gate, Some(&figures(40, 42)), Some(&syncs(17.0))).shortened);
+        // Nothing changed in the tool's code: nothing left unexercised.
+        assert!(soak_decision(&gate, Some(&figures(0, 0)), Some(&syncs(17.0))).shortened);
+
+        gate.evidence_floor_secs = None;
+        let off = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(17.0)));
+        assert_eq!(off.secs, 86400);
+        assert!(off.reason.contains("no gate.evidence_floor_secs"));
+    }
+
+    #[test]
+    fn an_evidence_command_must_print_a_number() {
+        let answers = BTreeMap::from([
+            ("canary1".to_string(), (0, "scanning\n12\n".to_string())),
+            ("canary2".to_string(), (0, "5".to_string())),
+            ("canary3".to_string(), (0, "no deploys found".to_string())),
+            ("canary4".to_string(), (2, "find: bad option".to_string())),
+        ]);
+        let (counts, failed) = evidence_counts(&answers);
+        assert_eq!(counts, vec![12.0, 5.0]);
+        assert_eq!(
+            failed,
+            vec![
+                "canary3 printed no number: no deploys found",
+                "canary4 exited 2: find: bad option"
+            ]
+        );
     }
 }

@@ -820,3 +820,240 @@ fn ranges(numbers: &[u32]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::production::gate::{soak_decision, Evidence};
+    use crate::support::git::testing::{commit_file, init};
+
+    const DEPLOY_V1: &str = "\
+import os
+
+
+def deploy(targets, dry_run):
+    done = []
+    for t in targets:
+        done.append(t)
+    return done
+";
+
+    /// What the fleet ran of DEPLOY_V1: every statement but none of a
+    /// dry-run path (there is none yet).
+    fn ran(executed: &[u32], statements: &[u32]) -> Lines {
+        Lines::from([(
+            "pkg/deploy.py".to_string(),
+            FileLines {
+                statements: statements.iter().copied().collect(),
+                executed: executed.iter().copied().collect(),
+            },
+        )])
+    }
+
+    #[test]
+    fn modules_are_what_the_deb_installs_under_dist_packages() {
+        let listing = "\
+drwxr-xr-x root/root         0 2026-01-01 00:00 ./
+drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
+drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/minideploy/
+-rw-r--r-- root/root      4131 2026-01-01 00:00 ./usr/lib/python3/dist-packages/minideploy/deploy.py
+drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/minideploy-0.2.0.egg-info/
+-rw-r--r-- root/root        10 2026-01-01 00:00 ./usr/lib/python3/dist-packages/single.py
+-rwxr-xr-x root/root       900 2026-01-01 00:00 ./usr/bin/minideploy
+";
+        assert_eq!(python_modules(listing), vec!["minideploy", "single.py"]);
+        assert!(
+            python_modules("-rwxr-xr-x root/root 9 2026-01-01 00:00 ./usr/bin/tool\n").is_empty()
+        );
+    }
+
+    #[test]
+    fn measured_paths_map_back_to_the_source_tree() {
+        let json = r#"{"files": {
+            "src/usr/lib/python3/dist-packages/minideploy/deploy.py":
+                {"executed_lines": [1, 2, 5], "missing_lines": [7], "excluded_lines": []},
+            "/tmp/elsewhere.py": {"executed_lines": [1], "missing_lines": []}
+        }, "totals": {}}"#;
+        let lines = lines_of_json(json).unwrap();
+        assert_eq!(
+            lines.keys().collect::<Vec<_>>(),
+            vec!["minideploy/deploy.py"]
+        );
+        let f = &lines["minideploy/deploy.py"];
+        assert_eq!(f.statements, BTreeSet::from([1, 2, 5, 7]));
+        assert_eq!(f.executed, BTreeSet::from([1, 2, 5]));
+        assert!(lines_of_json("Traceback").is_err());
+    }
+
+    #[test]
+    fn scenarios_add_up_and_missing_hosts_mark_the_figure() {
+        let mut report = CoverageReport::new(vec!["pkg".into()]);
+        report.add(
+            "fresh-install",
+            ScenarioCoverage {
+                lines: ran(&[1, 4, 5], &[1, 4, 5, 6, 7, 8]),
+                hosts: vec!["deploy1".into(), "canary1".into()],
+                missing: vec![],
+            },
+        );
+        report.add(
+            "target-stopped",
+            ScenarioCoverage {
+                lines: ran(&[1, 4, 5, 6], &[1, 4, 5, 6, 7, 8]),
+                hosts: vec!["deploy1".into()],
+                missing: vec!["app4: ran 0.2.0-1 and left no coverage data".into()],
+            },
+        );
+        assert_eq!(report.total.covered, 4);
+        assert_eq!(report.total.statements, 6);
+        assert_eq!(report.total.percent, 66.7);
+        assert_eq!(report.scenarios[0].added, 3);
+        assert_eq!(report.scenarios[1].added, 1);
+        let summary = report.summary();
+        assert!(
+            summary.contains("66.7% (4 of 6 statements) INCOMPLETE"),
+            "{summary}"
+        );
+        assert!(summary.contains("target-stopped: app4"), "{summary}");
+        assert!(report.figures().incomplete);
+        let xml = report.cobertura(0);
+        assert!(
+            xml.contains("lines-valid=\"6\" lines-covered=\"4\""),
+            "{xml}"
+        );
+        assert!(xml.contains("filename=\"pkg/deploy.py\""), "{xml}");
+        assert!(xml.contains("<line number=\"7\" hits=\"0\"/>"), "{xml}");
+        assert!(xml.contains("<line number=\"6\" hits=\"1\"/>"), "{xml}");
+    }
+
+    #[test]
+    fn diff_hunks_give_the_new_side_lines() {
+        let diff = "\
+diff --git a/pkg/a.py b/pkg/a.py
+--- a/pkg/a.py
++++ b/pkg/a.py
+@@ -3 +3 @@ def f():
+-    x = 1
++    x = 2
+@@ -10,0 +11,3 @@ def g():
++    a
++    b
++    c
+@@ -20,2 +23,0 @@
+diff --git a/pkg/new.py b/pkg/new.py
+--- /dev/null
++++ b/pkg/new.py
+@@ -0,0 +1,2 @@
++x
++y
+";
+        let lines = changed_lines(diff);
+        assert_eq!(lines["pkg/a.py"], BTreeSet::from([3, 11, 12, 13]));
+        assert_eq!(lines["pkg/new.py"], BTreeSet::from([1, 2]));
+        assert_eq!(ranges(&[3, 11, 12, 13, 20]), vec!["3", "11-13", "20"]);
+    }
+
+    /// A commit that adds a line on a path no scenario runs: change
+    /// coverage falls below 100%, the line is listed, the floor fails verify
+    /// and the gate keeps the full soak.
+    #[test]
+    fn an_unexercised_change_is_listed_and_keeps_the_full_soak() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "pkg/deploy.py", DEPLOY_V1, "deploy");
+        commit_file(&repo, "README", "x\n", "readme");
+        repo.git(&["tag", "1.0.0"]).unwrap();
+        let v2 = DEPLOY_V1.replace(
+            "    done = []\n",
+            "    done = []\n    if dry_run:\n        return []\n",
+        );
+        commit_file(&repo, "pkg/deploy.py", &v2, "deploy: a dry run");
+        commit_file(&repo, "README", "y\n", "readme again");
+        // v2's statements are 1, 4, 5, 6, 7, 8, 9, 10; the fleet never
+        // asked for a dry run, so 7 (the return) did not run.
+        let lines = ran(&[1, 4, 5, 6, 8, 9, 10], &[1, 4, 5, 6, 7, 8, 9, 10]);
+        let change = change_coverage(&repo, "1.0.0", &["pkg".into()], &lines).unwrap();
+        assert_eq!((change.exercised, change.changed), (1, 2), "{change:?}");
+        assert_eq!(change.unexercised, vec!["pkg/deploy.py:7"]);
+        assert_eq!(
+            change.line(),
+            "1 of 2 changed lines exercised (since 1.0.0)"
+        );
+
+        let mut config = Config::default();
+        config.coverage.changed_min = Some(1.0);
+        config.path = "release.toml".into();
+        let mut report = CoverageReport::new(vec!["pkg".into()]);
+        report.add(
+            "fresh-install",
+            ScenarioCoverage {
+                lines,
+                hosts: vec!["deploy1".into()],
+                missing: vec![],
+            },
+        );
+        report.finish(&config, &repo, Some("1.0.0"));
+        assert_eq!(
+            report.floor_failures.len(),
+            1,
+            "{:?}",
+            report.floor_failures
+        );
+        assert!(report.floor_failures[0].contains("pkg/deploy.py:7"));
+        assert!(report
+            .summary()
+            .contains("changed lines not exercised: pkg/deploy.py:7"));
+
+        config.gate.evidence_floor_secs = Some(3600);
+        let evidence = Ok(Evidence {
+            name: "successful syncs".into(),
+            count: 17.0,
+            threshold: 5.0,
+        });
+        let decision = soak_decision(&config.gate, Some(&report.figures()), Some(&evidence));
+        assert!(!decision.shortened, "{decision:?}");
+        assert_eq!(decision.secs, config.gate.min_soak_secs);
+        assert!(
+            decision
+                .reason
+                .contains("1 of 2 changed lines exercised by verify, below"),
+            "{}",
+            decision.reason
+        );
+    }
+
+    #[test]
+    fn a_module_never_imported_counts_its_changed_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "pkg/deploy.py", DEPLOY_V1, "deploy");
+        repo.git(&["tag", "1.0.0"]).unwrap();
+        commit_file(&repo, "pkg/extra.py", "# a comment\n\nX = 1\n", "extra");
+        let lines = ran(&[1, 4, 5, 6, 7, 8], &[1, 4, 5, 6, 7, 8]);
+        let change = change_coverage(&repo, "1.0.0", &["pkg".into()], &lines).unwrap();
+        assert_eq!((change.exercised, change.changed), (0, 1));
+        assert_eq!(change.unexercised, vec!["pkg/extra.py:3"]);
+    }
+
+    #[test]
+    fn the_first_release_has_no_change_coverage_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "pkg/deploy.py", DEPLOY_V1, "deploy");
+        let mut config = Config::default();
+        config.coverage.total_min = Some(0.9);
+        let mut report = CoverageReport::new(vec!["pkg".into()]);
+        report.add(
+            "fresh-install",
+            ScenarioCoverage {
+                lines: ran(&[1], &[1, 4]),
+                ..ScenarioCoverage::default()
+            },
+        );
+        report.finish(&config, &repo, None);
+        assert!(report.changed.is_none());
+        assert!(report.figures().note.contains("no previous release tag"));
+        assert_eq!(report.floor_failures.len(), 1);
+        assert!(report.floor_failures[0].contains("50% is below coverage.total_min"));
+    }
+}
