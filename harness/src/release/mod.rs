@@ -260,7 +260,13 @@ pub async fn release(
     )
     .await?;
     if let Some(coverage) = report.coverage.as_mut() {
-        coverage.finish(&config, &work, bumped.previous_tag.as_deref());
+        let built_sha256 = sha_of(&built, &new.path);
+        coverage.finish(
+            &config,
+            &work,
+            bumped.previous_tag.as_deref(),
+            &built_sha256,
+        );
     }
     let junit = write_reports(&report, &artifacts)?;
     eprintln!("\n{}", report.summary());

@@ -207,6 +207,19 @@ impl Instrument {
     /// named in `missing`.
     pub async fn collect(&self, fleet: &Fleet) -> ScenarioCoverage {
         let mut found = ScenarioCoverage::default();
+        // What the fleet installed from: the built .deb, not a copy made
+        // for measuring (compared with the build's sum in `finish`).
+        let served = fleet
+            .run(
+                fleet.deploy_host(),
+                None,
+                &format!("sha256sum {APT_DIR}/{}", self.deb_name),
+            )
+            .await;
+        match served {
+            Ok(out) => found.served_sha256 = out.split_whitespace().next().map(str::to_string),
+            Err(e) => found.missing.push(format!("{e:#}")),
+        }
         let dir = format!("{DATA_ROOT}/{}", self.version);
         let downloads = fleet
             .hosts
@@ -378,6 +391,8 @@ pub struct ScenarioCoverage {
     pub hosts: Vec<String>,
     /// Hosts whose data is missing, and why.
     pub missing: Vec<String>,
+    /// sha256 of the .deb the fleet's apt repository served.
+    pub served_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -471,8 +486,11 @@ pub struct CoverageReport {
     pub changed: Option<ChangeCoverage>,
     /// Why there is no change coverage.
     pub changed_unavailable: Option<String>,
-    /// Floors of release.toml's `[coverage]` that were not met.
+    /// Floors of release.toml's `[coverage]` that were not met (and a
+    /// measured package that is not the one built).
     pub floor_failures: Vec<String>,
+    /// sha256 of the .deb the measured fleets installed.
+    pub deb_sha256: Option<String>,
     #[serde(skip)]
     pub lines: Lines,
 }
@@ -505,6 +523,15 @@ impl CoverageReport {
         }
         self.incomplete
             .extend(found.missing.iter().map(|m| format!("{scenario}: {m}")));
+        if let Some(sum) = found.served_sha256 {
+            match &self.deb_sha256 {
+                Some(seen) if *seen != sum => self.floor_failures.push(format!(
+                    "{scenario} installed a .deb with sha256 {sum}, an earlier scenario {seen}"
+                )),
+                Some(_) => {}
+                None => self.deb_sha256 = Some(sum),
+            }
+        }
         self.scenarios.push(ScenarioFigure {
             name: scenario.to_string(),
             added: added as u64,
@@ -525,10 +552,23 @@ impl CoverageReport {
     }
 
     /// Change coverage against the previous release tag of `repo` and the
-    /// floors of `[coverage]`. Call once every scenario was added.
-    pub fn finish(&mut self, config: &Config, repo: &Repo, previous_tag: Option<&str>) {
+    /// floors of `[coverage]`, and the measured package against the built
+    /// one's sha256. Call once every scenario was added.
+    pub fn finish(
+        &mut self,
+        config: &Config,
+        repo: &Repo,
+        previous_tag: Option<&str>,
+        built_sha256: &str,
+    ) {
         if self.unavailable.is_some() {
             return;
+        }
+        if let Some(served) = self.deb_sha256.as_deref().filter(|s| *s != built_sha256) {
+            self.floor_failures.push(format!(
+                "the fleet installed a .deb with sha256 {served}, but the built one has \
+                 {built_sha256}: the figures are not of the package that ships"
+            ));
         }
         match previous_tag {
             None => {
@@ -894,6 +934,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 lines: ran(&[1, 4, 5], &[1, 4, 5, 6, 7, 8]),
                 hosts: vec!["deploy1".into(), "canary1".into()],
                 missing: vec![],
+                served_sha256: None,
             },
         );
         report.add(
@@ -902,6 +943,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 lines: ran(&[1, 4, 5, 6], &[1, 4, 5, 6, 7, 8]),
                 hosts: vec!["deploy1".into()],
                 missing: vec!["app4: ran 0.2.0-1 and left no coverage data".into()],
+                served_sha256: None,
             },
         );
         assert_eq!(report.total.covered, 4);
@@ -924,6 +966,27 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
         assert!(xml.contains("filename=\"pkg/deploy.py\""), "{xml}");
         assert!(xml.contains("<line number=\"7\" hits=\"0\"/>"), "{xml}");
         assert!(xml.contains("<line number=\"6\" hits=\"1\"/>"), "{xml}");
+    }
+
+    #[test]
+    fn the_measured_package_must_be_the_built_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        let mut report = CoverageReport::new(vec!["pkg".into()]);
+        report.add(
+            "fresh-install",
+            ScenarioCoverage {
+                served_sha256: Some("aa11".into()),
+                ..ScenarioCoverage::default()
+            },
+        );
+        let mut same = report.clone();
+        same.finish(&Config::default(), &repo, None, "aa11");
+        assert!(same.floor_failures.is_empty(), "{:?}", same.floor_failures);
+        report.finish(&Config::default(), &repo, None, "bb22");
+        assert_eq!(report.floor_failures.len(), 1);
+        assert!(report.floor_failures[0].contains("sha256 aa11"));
+        assert!(report.floor_failures[0].contains("bb22"));
     }
 
     #[test]
@@ -990,9 +1053,10 @@ diff --git a/pkg/new.py b/pkg/new.py
                 lines,
                 hosts: vec!["deploy1".into()],
                 missing: vec![],
+                served_sha256: None,
             },
         );
-        report.finish(&config, &repo, Some("1.0.0"));
+        report.finish(&config, &repo, Some("1.0.0"), "");
         assert_eq!(
             report.floor_failures.len(),
             1,
@@ -1050,7 +1114,7 @@ diff --git a/pkg/new.py b/pkg/new.py
                 ..ScenarioCoverage::default()
             },
         );
-        report.finish(&config, &repo, None);
+        report.finish(&config, &repo, None, "");
         assert!(report.changed.is_none());
         assert!(report.figures().note.contains("no previous release tag"));
         assert_eq!(report.floor_failures.len(), 1);
