@@ -251,12 +251,82 @@ impl Instrument {
             return found;
         }
         match self.combine(fleet, files).await {
-            Ok(lines) => found.lines = lines,
+            Ok(lines) => {
+                found.lines = lines;
+                found.import_only =
+                    Some(self.import_only(fleet).await.map_err(|e| format!("{e:#}")));
+            }
             Err(e) => found
                 .missing
                 .push(format!("{} (combining): {e:#}", fleet.deploy_host().name)),
         }
         found
+    }
+
+    /// The lines that importing every module of the tool runs (definitions,
+    /// imports): the floor any run reaches, to read the total against.
+    /// Uses the .deb's files `combine` extracted on the deploy host.
+    async fn import_only(&self, fleet: &Fleet) -> Result<Lines> {
+        let site = format!("{COMBINE_DIR}/src{DIST_PACKAGES}");
+        let include: Vec<String> = self
+            .modules
+            .iter()
+            .map(|m| {
+                if m.ends_with(".py") {
+                    format!("{site}{m}")
+                } else {
+                    format!("{site}{m}/*")
+                }
+            })
+            .collect();
+        let rc = format!(
+            "[run]\ndata_file = {COMBINE_DIR}/.coverage-import\ninclude =\n    {}\n\
+             disable_warnings = no-data-collected, module-not-imported, module-not-measured\n",
+            include.join("\n    ")
+        );
+        // Every module, each on its own: one that fails to import (it needs
+        // a host's config) does not hide the others.
+        let script = "import importlib, pkgutil, sys\n\
+             for top in sys.argv[1:]:\n\
+             \x20   name = top[:-3] if top.endswith('.py') else top\n\
+             \x20   try:\n\
+             \x20       module = importlib.import_module(name)\n\
+             \x20   except Exception:\n\
+             \x20       continue\n\
+             \x20   for info in pkgutil.walk_packages(getattr(module, '__path__', []), name + '.'):\n\
+             \x20       try:\n\
+             \x20           importlib.import_module(info.name)\n\
+             \x20       except Exception:\n\
+             \x20           pass\n";
+        let deploy = fleet.deploy_host();
+        docker::put_files(
+            &fleet.docker,
+            &deploy.container,
+            &[
+                (format!("{COMBINE_DIR}/import.rc"), rc.into_bytes(), 0o644),
+                (
+                    format!("{site}release_harness_import_all.py"),
+                    script.as_bytes().to_vec(),
+                    0o644,
+                ),
+            ],
+        )
+        .await?;
+        let json = fleet
+            .run(
+                deploy,
+                None,
+                &format!(
+                    "set -e; cd {COMBINE_DIR}; export COVERAGE_PROCESS_START=\n\
+                     timeout 60 python3-coverage run --rcfile=import.rc \
+                     {site}release_harness_import_all.py {} >/dev/null 2>&1 || true\n\
+                     python3-coverage json --rcfile=import.rc -o import.json >/dev/null\n\
+                     cat import.json",
+                    self.modules.join(" ")
+                ),
+            )
+            .await?;
+        lines_of_json(&json)
     }
 
     /// `coverage combine` and `coverage json` on the deploy host, with the
@@ -393,6 +463,8 @@ pub struct ScenarioCoverage {
     pub missing: Vec<String>,
     /// sha256 of the .deb the fleet's apt repository served.
     pub served_sha256: Option<String>,
+    /// What importing every module alone runs, or why it is not known.
+    pub import_only: Option<std::result::Result<Lines, String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -491,6 +563,13 @@ pub struct CoverageReport {
     pub floor_failures: Vec<String>,
     /// sha256 of the .deb the measured fleets installed.
     pub deb_sha256: Option<String>,
+    /// Statements that importing every module alone runs: the floor any
+    /// run reaches (the total flatters the suite by that much).
+    pub import_only: Option<Figure>,
+    /// Why `import_only` is missing.
+    pub import_only_unavailable: Option<String>,
+    #[serde(skip)]
+    import_lines: Lines,
     #[serde(skip)]
     pub lines: Lines,
 }
@@ -523,6 +602,22 @@ impl CoverageReport {
         }
         self.incomplete
             .extend(found.missing.iter().map(|m| format!("{scenario}: {m}")));
+        match found.import_only {
+            Some(Ok(lines)) => {
+                for (path, file) in lines {
+                    self.import_lines
+                        .entry(path)
+                        .or_default()
+                        .executed
+                        .extend(file.executed);
+                }
+                self.import_only_unavailable = None;
+            }
+            Some(Err(why)) if self.import_lines.is_empty() => {
+                self.import_only_unavailable = Some(why)
+            }
+            _ => {}
+        }
         if let Some(sum) = found.served_sha256 {
             match &self.deb_sha256 {
                 Some(seen) if *seen != sum => self.floor_failures.push(format!(
@@ -549,6 +644,20 @@ impl CoverageReport {
         let covered = self.lines.values().map(|f| f.executed.len()).sum();
         let statements = self.lines.values().map(|f| f.statements.len()).sum();
         self.total = Figure::of(covered, statements);
+        if !self.import_lines.is_empty() {
+            // Over the statements the scenarios saw, so the two compare.
+            let imported = self
+                .lines
+                .iter()
+                .map(|(path, f)| {
+                    self.import_lines
+                        .get(path)
+                        .map(|i| i.executed.intersection(&f.statements).count())
+                        .unwrap_or(0)
+                })
+                .sum();
+            self.import_only = Some(Figure::of(imported, statements));
+        }
     }
 
     /// Change coverage against the previous release tag of `repo` and the
@@ -653,6 +762,16 @@ impl CoverageReport {
         );
         for m in &self.incomplete {
             out.push_str(&format!("  missing data: {m}\n"));
+        }
+        match (&self.import_only, &self.import_only_unavailable) {
+            (Some(f), _) => out.push_str(&format!(
+                "  importing every module alone runs {}% ({} statements): the floor\n",
+                f.percent, f.covered
+            )),
+            (None, Some(why)) => {
+                out.push_str(&format!("  import-only floor: not measured: {why}\n"))
+            }
+            (None, None) => {}
         }
         match (&self.changed, &self.changed_unavailable) {
             (Some(c), _) => {
@@ -935,6 +1054,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 hosts: vec!["deploy1".into(), "canary1".into()],
                 missing: vec![],
                 served_sha256: None,
+                import_only: Some(Ok(ran(&[1], &[1, 4]))),
             },
         );
         report.add(
@@ -944,6 +1064,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 hosts: vec!["deploy1".into()],
                 missing: vec!["app4: ran 0.2.0-1 and left no coverage data".into()],
                 served_sha256: None,
+                import_only: None,
             },
         );
         assert_eq!(report.total.covered, 4);
@@ -957,6 +1078,10 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
             "{summary}"
         );
         assert!(summary.contains("target-stopped: app4"), "{summary}");
+        assert!(
+            summary.contains("importing every module alone runs 16.7% (1 statements)"),
+            "{summary}"
+        );
         assert!(report.figures().incomplete);
         let xml = report.cobertura(0);
         assert!(
@@ -1054,6 +1179,7 @@ diff --git a/pkg/new.py b/pkg/new.py
                 hosts: vec!["deploy1".into()],
                 missing: vec![],
                 served_sha256: None,
+                import_only: None,
             },
         );
         report.finish(&config, &repo, Some("1.0.0"), "");
