@@ -27,6 +27,8 @@ pub struct Config {
     pub rollout: Rollout,
     #[serde(default)]
     pub gate: Gate,
+    #[serde(default)]
+    pub coverage: Coverage,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -353,6 +355,16 @@ pub enum GateCheck {
         op: String,
         threshold: f64,
     },
+    /// Evidence of real work on the canaries: a command run on every canary
+    /// (`{since}`, `{version}`, `{package}` filled in) whose last line is a
+    /// count of successful operations with the new version; the canaries'
+    /// sum must reach `threshold` for the shorter soak
+    /// (`gate.evidence_floor_secs`). A canary that prints no number fails it.
+    Evidence {
+        name: String,
+        command: String,
+        threshold: f64,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -363,6 +375,13 @@ pub struct Gate {
     pub checks: Vec<GateCheck>,
     /// Roll the canaries back when a check fails.
     pub rollback_on_fail: bool,
+    /// A shorter soak, in seconds, that applies only on evidence: change
+    /// coverage at least `change_coverage_min` and an `evidence` check
+    /// reaching its threshold. None: the full soak always applies.
+    pub evidence_floor_secs: Option<u64>,
+    /// Share (0.0-1.0) of the changed lines verify must have exercised for
+    /// `evidence_floor_secs` to apply.
+    pub change_coverage_min: f64,
 }
 
 impl Default for Gate {
@@ -371,6 +390,34 @@ impl Default for Gate {
             min_soak_secs: 24 * 3600,
             checks: Vec::new(),
             rollback_on_fail: false,
+            evidence_floor_secs: None,
+            change_coverage_min: 1.0,
+        }
+    }
+}
+
+/// Coverage of the released tool measured on the verify fleet (Python tools:
+/// the package's modules under /usr/lib/python3/dist-packages/).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Coverage {
+    /// Measure every process of the tool on every fleet host. A package
+    /// with no Python module is reported once and verify goes on.
+    pub enabled: bool,
+    /// Share (0.0-1.0) of the tool's statements verify must execute; below
+    /// it verify fails with what was missed. None: no floor.
+    pub total_min: Option<f64>,
+    /// Share (0.0-1.0) of the lines changed since the previous release tag
+    /// verify must execute; below it verify fails listing them. None: no floor.
+    pub changed_min: Option<f64>,
+}
+
+impl Default for Coverage {
+    fn default() -> Self {
+        Coverage {
+            enabled: true,
+            total_min: None,
+            changed_min: None,
         }
     }
 }
@@ -493,6 +540,29 @@ impl Config {
         }
         if self.rollout.batch_size == 0 {
             bail!("{}: must be at least 1", at("batch_size"));
+        }
+        let shares = [
+            ("change_coverage_min", Some(self.gate.change_coverage_min)),
+            ("total_min", self.coverage.total_min),
+            ("changed_min", self.coverage.changed_min),
+        ];
+        for (key, share) in shares {
+            if let Some(share) = share.filter(|s| !(0.0..=1.0).contains(s)) {
+                bail!(
+                    "{}: {share} is not a share between 0.0 and 1.0 (0.9 means 90%)",
+                    at(key)
+                );
+            }
+        }
+        if let Some(floor) = self.gate.evidence_floor_secs {
+            if floor > self.gate.min_soak_secs {
+                bail!(
+                    "{}: {floor} is longer than gate.min_soak_secs ({}); the evidence floor \
+                     is the shorter soak",
+                    at("evidence_floor_secs"),
+                    self.gate.min_soak_secs
+                );
+            }
         }
         for c in &self.gate.checks {
             if let GateCheck::Prometheus { op, .. } = c {
@@ -652,5 +722,33 @@ mod tests {
         assert_eq!(c.tag_for("1.2.3"), "v1.2.3");
         assert_eq!(c.version_of_tag("v1.2.3"), Some("1.2.3"));
         assert_eq!(c.version_of_tag("1.2.3"), None);
+    }
+
+    #[test]
+    fn coverage_and_evidence_keys_parse_and_are_checked() {
+        let c = parse(
+            "[coverage]\nchanged_min = 1.0\n[gate]\nevidence_floor_secs = 3600\n\
+             [[gate.checks]]\nkind = \"evidence\"\nname = \"successful syncs\"\n\
+             command = \"echo 3\"\nthreshold = 10\n",
+        )
+        .unwrap();
+        assert!(
+            c.coverage.enabled,
+            "on by default: a Python tool is measured"
+        );
+        assert_eq!(c.coverage.changed_min, Some(1.0));
+        assert_eq!(c.gate.evidence_floor_secs, Some(3600));
+        assert!(
+            matches!(&c.gate.checks[0], GateCheck::Evidence { threshold, .. } if *threshold == 10.0)
+        );
+        let err = parse("[coverage]\n\ntotal_min = 80\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("proj/release.toml:3: key total_min"),
+            "{msg}"
+        );
+        assert!(msg.contains("0.9 means 90%"), "{msg}");
+        let err = parse("[gate]\nmin_soak_secs = 600\nevidence_floor_secs = 3600\n").unwrap_err();
+        assert!(format!("{err:#}").contains("shorter soak"), "{err:#}");
     }
 }

@@ -117,6 +117,7 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         previous: Some(PREVIOUS.into()),
         scenarios: Vec::new(),
         duration: std::time::Duration::from_secs(1),
+        coverage: None,
     };
     let facts = ReleaseFacts {
         tag: TAG.into(),
@@ -125,6 +126,7 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         deb: new.path.clone(),
         deb_sha256: sha,
         verify_digest: report.digest(),
+        coverage: None,
         tagged_at: ledger::now(),
         built_at: ledger::now(),
         verified_at: ledger::now(),

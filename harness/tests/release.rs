@@ -76,7 +76,30 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
     }
     assert!(junit.contains("failures=\"0\""), "{junit}");
     let summary = std::fs::read_to_string(outcome.artifacts.join("verify.txt")).unwrap();
-    insta::assert_snapshot!("verify_summary_fixture", support::redact(&summary));
+    // The scenarios' part; the coverage figures are checked below.
+    let (scenarios, coverage) = summary.split_once("coverage of ").expect(&summary);
+    insta::assert_snapshot!("verify_summary_fixture", support::redact(scenarios));
+    // minideploy's coverage was measured on the fleet, with the .deb shipped.
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(outcome.artifacts.join("verify.json")).unwrap(),
+    )
+    .unwrap();
+    let measured = &json["coverage"];
+    assert!(
+        measured["total"]["covered"].as_u64().unwrap() > 0,
+        "{coverage}"
+    );
+    assert!(coverage.contains("minideploy/deploy.py"), "{coverage}");
+    assert_eq!(
+        measured["deb_sha256"],
+        outcome.deb_sha256.as_str(),
+        "{measured}"
+    );
+    assert!(
+        measured["incomplete"].as_array().unwrap().is_empty(),
+        "{measured}"
+    );
+    assert!(outcome.artifacts.join("coverage.xml").exists());
     assert!(outcome
         .canary_plan
         .iter()

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use self::record::hostname;
 pub use self::record::{
-    now, parse_time, Actor, CheckResult, HostResult, Outcome, Record, Step, StepKind, Verdict,
+    now, parse_time, Actor, CheckResult, CoverageFigures, HostResult, Outcome, Record, Step,
+    StepKind, Verdict,
 };
 use crate::support::git::Repo;
 

@@ -178,8 +178,29 @@ pub struct Record {
     /// What the canaries ran before (where a rollback goes by default).
     #[serde(default)]
     pub previous_version: Option<String>,
+    /// What verify measured of the tool's code on the fleet.
+    #[serde(default)]
+    pub coverage: Option<CoverageFigures>,
     #[serde(default)]
     pub steps: Vec<Step>,
+}
+
+/// Coverage figures of a verify run (see `verify::coverage`), kept for the
+/// soak gate's decision and for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CoverageFigures {
+    /// Statements executed on the fleet, and statements of the tool.
+    pub covered: u64,
+    pub statements: u64,
+    /// Changed lines since the previous release tag: exercised, and all.
+    pub changed_exercised: Option<u64>,
+    pub changed: Option<u64>,
+    /// Why there are no change figures (not Python, first release, ...).
+    #[serde(default)]
+    pub note: String,
+    /// Some host's data was missing: the figures are a lower bound.
+    #[serde(default)]
+    pub incomplete: bool,
 }
 
 impl Record {
@@ -193,6 +214,7 @@ impl Record {
             deb_sha256: None,
             verify_digest: None,
             previous_version: None,
+            coverage: None,
             steps: Vec::new(),
         }
     }

@@ -50,6 +50,7 @@ pub async fn canary(
         };
         record.deb_sha256 = Some(facts.deb_sha256.clone());
         record.verify_digest = Some(facts.verify_digest.clone());
+        record.coverage = facts.coverage.clone();
         let name = facts
             .deb
             .file_name()

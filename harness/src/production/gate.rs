@@ -5,8 +5,11 @@
 //! ledger), and release.toml's health checks (a command on the canaries
 //! through the rollout tool; a Prometheus instant query against a
 //! threshold). Each check passes, fails or is inconclusive: inconclusive
-//! waits, fail blocks.
+//! waits, fail blocks. The soak is the full `min_soak_secs` unless evidence
+//! shortens it (`soak_decision`): change coverage from verify and a count of
+//! real work done on the canaries (an `evidence` check).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,8 +17,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, GateCheck};
-use crate::ledger::{self, Record, StepKind};
+use crate::config::{Config, Gate, GateCheck};
+use crate::ledger::{self, CoverageFigures, Record, StepKind};
 pub use crate::ledger::{CheckResult, Verdict};
 use crate::production::rollout;
 use crate::support::progress::Progress;
@@ -85,8 +88,7 @@ pub async fn evaluate(
     progress: &Progress,
 ) -> GateReport {
     let mut checks = Vec::new();
-    let (soak, remaining) = soak(config, record);
-    checks.push(soak);
+    let mut evidence = None;
     progress.info("gate: versions on the canaries");
     checks.push(canaries_on_version(config, record).await);
     progress.info("gate: the artifact the fleet would install");
@@ -117,17 +119,219 @@ pub async fn evaluate(
                 .unwrap_or_else(|e| check("prometheus", Verdict::Inconclusive, e.to_string()));
                 checks.push(result);
             }
+            GateCheck::Evidence {
+                name,
+                command,
+                threshold,
+            } => {
+                progress.info(&format!("gate: {name}"));
+                let (result, count) =
+                    evidence_check(config, record, name, command, *threshold).await;
+                checks.push(result);
+                evidence = Some(count);
+            }
         }
     }
+    let decision = soak_decision(&config.gate, record.coverage.as_ref(), evidence.as_ref());
+    let (soak, remaining) = soak(&decision, record);
+    checks.insert(0, soak);
     GateReport {
         checks,
         soak_remaining_secs: remaining,
     }
 }
 
-fn soak(config: &Config, record: &Record) -> (CheckResult, u64) {
+/// Which soak applies, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoakDecision {
+    pub secs: u64,
+    /// The evidence floor applies.
+    pub shortened: bool,
+    pub reason: String,
+}
+
+/// What an `evidence` check counted on the canaries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The check's name, a noun for what is counted (`successful syncs`).
+    pub name: String,
+    pub count: f64,
+    pub threshold: f64,
+}
+
+/// The soak that applies: `evidence_floor_secs` when verify exercised at
+/// least `change_coverage_min` of the changed lines and the canaries show at
+/// least the threshold of real work; else the full `min_soak_secs`, saying
+/// what was missing. `evidence` is None without an evidence check, an error
+/// when it could not count.
+pub fn soak_decision(
+    gate: &Gate,
+    coverage: Option<&CoverageFigures>,
+    evidence: Option<&std::result::Result<Evidence, String>>,
+) -> SoakDecision {
+    let full = |reason: String| SoakDecision {
+        secs: gate.min_soak_secs,
+        shortened: false,
+        reason,
+    };
+    let Some(floor) = gate.evidence_floor_secs else {
+        return full(format!(
+            "the full {} soak applies (no gate.evidence_floor_secs)",
+            soak_length(gate.min_soak_secs)
+        ));
+    };
+    let mut missing = Vec::new();
+    let mut shown = Vec::new();
+    match coverage.map(|c| (c, c.changed_exercised, c.changed)) {
+        None => missing.push("the ledger has no coverage figures from verify".to_string()),
+        Some((c, Some(exercised), Some(changed))) => {
+            let share = if changed == 0 {
+                1.0
+            } else {
+                exercised as f64 / changed as f64
+            };
+            let line = format!("{exercised} of {changed} changed lines exercised by verify");
+            if share + 1e-9 >= gate.change_coverage_min {
+                shown.push(line);
+            } else {
+                missing.push(format!(
+                    "{line}, below gate.change_coverage_min {}%",
+                    gate.change_coverage_min * 100.0
+                ));
+            }
+            if c.incomplete {
+                shown.push("(coverage data incomplete: a lower bound)".into());
+            }
+        }
+        Some((c, _, _)) => missing.push(format!(
+            "no change coverage from verify{}",
+            if c.note.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", c.note)
+            }
+        )),
+    }
+    match evidence {
+        None => missing.push("no evidence check in gate.checks".into()),
+        Some(Err(why)) => missing.push(format!("no evidence from the canaries: {why}")),
+        Some(Ok(e)) if e.count >= e.threshold => {
+            shown.push(format!("{} {} on the canaries", e.count, e.name))
+        }
+        Some(Ok(e)) => missing.push(format!(
+            "{} {} on the canaries, below {}",
+            e.count, e.name, e.threshold
+        )),
+    }
+    if missing.is_empty() {
+        SoakDecision {
+            secs: floor,
+            shortened: true,
+            reason: format!(
+                "{}: the {} floor applies",
+                shown.join(", "),
+                soak_length(floor)
+            ),
+        }
+    } else {
+        full(format!(
+            "the full {} soak applies: {}",
+            soak_length(gate.min_soak_secs),
+            missing.join("; ")
+        ))
+    }
+}
+
+/// Runs an evidence command on the canaries (`{since}`: the end of the
+/// canary rollout, RFC 3339; `{version}`, `{package}`) and sums the number
+/// each prints last. A canary that fails or prints no number fails the
+/// check; a count below the threshold passes (the full soak applies).
+async fn evidence_check(
+    config: &Config,
+    record: &Record,
+    name: &str,
+    command: &str,
+    threshold: f64,
+) -> (CheckResult, std::result::Result<Evidence, String>) {
+    let since = record
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.kind == StepKind::Canary && s.ok())
+        .and_then(|s| s.finished_at.clone());
+    let Some(since) = since else {
+        let why = "no successful canary rollout recorded".to_string();
+        return (check(name, Verdict::Fail, why.clone()), Err(why));
+    };
+    let command = config.render(command, &[("since", &since), ("version", &record.version)]);
+    let hosts = record
+        .last(StepKind::Canary)
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default();
+    let answers =
+        match rollout::run_command(config, &rollout::query_for_hosts(&hosts), &command).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("{e:#}");
+                return (check(name, Verdict::Inconclusive, why.clone()), Err(why));
+            }
+        };
+    let (counts, failed) = evidence_counts(&answers);
+    let silent: Vec<&str> = hosts
+        .iter()
+        .filter(|h| !answers.contains_key(*h))
+        .map(String::as_str)
+        .collect();
+    let count: f64 = counts.iter().sum();
+    let detail = if count >= threshold {
+        format!("{count} {name} on the canaries since {since} (threshold {threshold})")
+    } else {
+        format!(
+            "{count} {name} on the canaries since {since}, {threshold} needed for the \
+             shorter soak"
+        )
+    };
+    let result = over_hosts(name, &failed, &silent, detail.clone());
+    let evidence = match result.verdict {
+        Verdict::Pass => Ok(Evidence {
+            name: name.to_string(),
+            count,
+            threshold,
+        }),
+        _ => Err(result.detail.clone()),
+    };
+    (result, evidence)
+}
+
+/// Each canary's count (the last line of its output, a number), and the
+/// canaries that failed or printed none, with what they printed.
+pub fn evidence_counts(answers: &BTreeMap<String, (i32, String)>) -> (Vec<f64>, Vec<String>) {
+    let mut counts = Vec::new();
+    let mut failed = Vec::new();
+    for (host, (code, output)) in answers {
+        let last = output.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        match last.map(|l| l.parse::<f64>()) {
+            Some(Ok(n)) if *code == 0 && n.is_finite() => counts.push(n),
+            _ if *code != 0 => failed.push(format!(
+                "{host} exited {code}: {}",
+                last.unwrap_or("(no output)")
+            )),
+            _ => failed.push(format!(
+                "{host} printed no number: {}",
+                if output.trim().is_empty() {
+                    "(no output)".to_string()
+                } else {
+                    output.trim().replace('\n', " | ")
+                }
+            )),
+        }
+    }
+    (counts, failed)
+}
+
+fn soak(decision: &SoakDecision, record: &Record) -> (CheckResult, u64) {
     let name = "soak";
-    let min = config.gate.min_soak_secs;
+    let min = decision.secs;
     let Some(canary) = record
         .steps
         .iter()
@@ -152,9 +356,10 @@ fn soak(config: &Config, record: &Record) -> (CheckResult, u64) {
                 name,
                 Verdict::Pass,
                 format!(
-                    "{} on the canaries (minimum {})",
+                    "{} on the canaries (minimum {}): {}",
                     human(elapsed),
-                    human(min)
+                    human(min),
+                    decision.reason
                 ),
             ),
             0,
@@ -166,10 +371,11 @@ fn soak(config: &Config, record: &Record) -> (CheckResult, u64) {
                 name,
                 Verdict::Inconclusive,
                 format!(
-                    "{} on the canaries, {} left of the minimum {}",
+                    "{} on the canaries, {} left of the minimum {}: {}",
                     human(elapsed),
                     human(left),
-                    human(min)
+                    human(min),
+                    decision.reason
                 ),
             ),
             left,
@@ -473,6 +679,15 @@ pub fn prometheus_query(url: &str, query: &str, timeout: Duration) -> Result<Vec
     }
 }
 
+/// A soak's length as an operator writes it: `24 h`, `1 h`, else `90m00s`.
+fn soak_length(secs: u64) -> String {
+    if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else {
+        human(secs)
+    }
+}
+
 fn human(secs: u64) -> String {
     crate::support::progress::format_duration(Duration::from_secs(secs))
 }
@@ -570,18 +785,122 @@ mod tests {
     fn soak_counts_from_the_canary_end() {
         let mut config = Config::default();
         config.gate.min_soak_secs = 3600;
+        let full = |c: &Config| soak_decision(&c.gate, None, None);
         let mut record = Record::new("pkg", "1.0-1", "1.0", "abc");
-        let (c, _) = soak(&config, &record);
+        let (c, _) = soak(&full(&config), &record);
         assert_eq!(c.verdict, Verdict::Fail);
         let ago = (chrono::Utc::now() - chrono::Duration::seconds(600))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         record
             .steps
             .push(ledger::Step::done(StepKind::Canary, &ago, &ago, ""));
-        let (c, left) = soak(&config, &record);
+        let (c, left) = soak(&full(&config), &record);
         assert_eq!(c.verdict, Verdict::Inconclusive);
         assert!((2990..=3000).contains(&left), "{left}");
         config.gate.min_soak_secs = 60;
-        assert_eq!(soak(&config, &record).0.verdict, Verdict::Pass);
+        assert_eq!(soak(&full(&config), &record).0.verdict, Verdict::Pass);
+    }
+
+    fn figures(exercised: u64, changed: u64) -> CoverageFigures {
+        CoverageFigures {
+            covered: 120,
+            statements: 168,
+            changed_exercised: Some(exercised),
+            changed: Some(changed),
+            ..CoverageFigures::default()
+        }
+    }
+
+    fn syncs(count: f64) -> std::result::Result<Evidence, String> {
+        Ok(Evidence {
+            name: "successful syncs".into(),
+            count,
+            threshold: 10.0,
+        })
+    }
+
+    #[test]
+    fn the_floor_applies_only_on_both_kinds_of_evidence() {
+        let mut gate = Gate {
+            evidence_floor_secs: Some(3600),
+            ..Gate::default()
+        };
+        let both = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(17.0)));
+        assert_eq!(both.secs, 3600);
+        assert!(both.shortened);
+        assert_eq!(
+            both.reason,
+            "42 of 42 changed lines exercised by verify, 17 successful syncs on the canaries: \
+             the 1 h floor applies"
+        );
+
+        let low_coverage = soak_decision(&gate, Some(&figures(40, 42)), Some(&syncs(17.0)));
+        assert_eq!(low_coverage.secs, 86400);
+        assert!(low_coverage
+            .reason
+            .contains("40 of 42 changed lines exercised by verify, below"));
+
+        let quiet = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(3.0)));
+        assert!(!quiet.shortened);
+        assert!(quiet
+            .reason
+            .contains("3 successful syncs on the canaries, below 10"));
+
+        let no_check = soak_decision(&gate, Some(&figures(42, 42)), None);
+        assert!(no_check.reason.contains("no evidence check in gate.checks"));
+
+        let broken = soak_decision(
+            &gate,
+            Some(&figures(42, 42)),
+            Some(&Err("canary1 printed no number: oops".into())),
+        );
+        assert!(
+            broken.reason.contains("canary1 printed no number"),
+            "{broken:?}"
+        );
+
+        let not_python = CoverageFigures {
+            note: "mytool 1.0 installs no Python module".into(),
+            ..CoverageFigures::default()
+        };
+        let d = soak_decision(&gate, Some(&not_python), Some(&syncs(17.0)));
+        assert!(!d.shortened);
+        assert!(
+            d.reason.contains("no change coverage from verify: mytool"),
+            "{d:?}"
+        );
+        assert!(soak_decision(&gate, None, Some(&syncs(17.0)))
+            .reason
+            .contains("no coverage figures"));
+
+        // A share below 1.0 lets a few unexercised lines through.
+        gate.change_coverage_min = 0.9;
+        assert!(soak_decision(&gate, Some(&figures(40, 42)), Some(&syncs(17.0))).shortened);
+        // Nothing changed in the tool's code: nothing left unexercised.
+        assert!(soak_decision(&gate, Some(&figures(0, 0)), Some(&syncs(17.0))).shortened);
+
+        gate.evidence_floor_secs = None;
+        let off = soak_decision(&gate, Some(&figures(42, 42)), Some(&syncs(17.0)));
+        assert_eq!(off.secs, 86400);
+        assert!(off.reason.contains("no gate.evidence_floor_secs"));
+    }
+
+    #[test]
+    fn an_evidence_command_must_print_a_number() {
+        let answers = BTreeMap::from([
+            ("canary1".to_string(), (0, "scanning\n12\n".to_string())),
+            ("canary2".to_string(), (0, "5".to_string())),
+            ("canary3".to_string(), (0, "no deploys found".to_string())),
+            ("canary4".to_string(), (2, "find: bad option".to_string())),
+        ]);
+        let (counts, failed) = evidence_counts(&answers);
+        assert_eq!(counts, vec![12.0, 5.0]);
+        assert_eq!(
+            failed,
+            vec![
+                "canary3 printed no number: no deploys found",
+                "canary4 exited 2: find: bad option"
+            ]
+        );
     }
 }

@@ -44,6 +44,8 @@ pub struct ReleaseFacts {
     pub deb_sha256: String,
     /// `VerifyReport::digest()`.
     pub verify_digest: String,
+    /// What verify measured of the tool's code (None: not measured).
+    pub coverage: Option<crate::ledger::CoverageFigures>,
     /// When the tag was made, the build ended and verify ended (RFC 3339).
     pub tagged_at: String,
     pub built_at: String,

@@ -28,6 +28,8 @@ pub struct ReleaseStatus {
     pub commit: String,
     pub deb_sha256: Option<String>,
     pub verify_digest: Option<String>,
+    /// What verify measured of the tool's code on the fleet.
+    pub coverage: Option<crate::ledger::CoverageFigures>,
     pub timeline: Vec<TimelineEntry>,
     /// From the tag to the end of the promote.
     pub lead_time_secs: Option<i64>,
@@ -114,6 +116,7 @@ pub fn release_status(config: &Config, r: &Record) -> ReleaseStatus {
         commit: r.commit.clone(),
         deb_sha256: r.deb_sha256.clone(),
         verify_digest: r.verify_digest.clone(),
+        coverage: r.coverage.clone(),
         timeline,
         lead_time_secs,
         soak_remaining_secs,
@@ -165,6 +168,9 @@ pub fn render_status(releases: &[ReleaseStatus]) -> String {
                 }
             ));
         }
+        if let Some(c) = &r.coverage {
+            out.push_str(&format!("  coverage: {}\n", coverage_line(c)));
+        }
         if let Some(l) = r.lead_time_secs {
             out.push_str(&format!(
                 "  lead time (tag to fleet): {}\n",
@@ -188,6 +194,26 @@ pub fn render_status(releases: &[ReleaseStatus]) -> String {
         }
     }
     out
+}
+
+/// `71.4% (120 of 168 statements), 2 of 2 changed lines exercised`.
+fn coverage_line(c: &crate::ledger::CoverageFigures) -> String {
+    let percent = if c.statements == 0 {
+        0.0
+    } else {
+        (c.covered as f64 * 1000.0 / c.statements as f64).round() / 10.0
+    };
+    let changed = match (c.changed_exercised, c.changed) {
+        (Some(e), Some(n)) => format!("{e} of {n} changed lines exercised"),
+        _ if c.note.is_empty() => "no change coverage".to_string(),
+        _ => c.note.clone(),
+    };
+    format!(
+        "{percent}% ({} of {} statements){}, {changed}",
+        c.covered,
+        c.statements,
+        if c.incomplete { ", incomplete" } else { "" }
+    )
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use anyhow::{bail, Result};
 use bollard::Docker;
 
 use crate::config::{Config, Hosts};
-use crate::support::progress::Progress;
 use crate::support::docker;
+use crate::support::progress::Progress;
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 
 /// The stand-in, compiled in so the packaged binary can make a testbed too.

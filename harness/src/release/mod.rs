@@ -251,7 +251,7 @@ pub async fn release(
     depends.dedup();
     let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
 
-    let report = scenario::verify(
+    let mut report = scenario::verify(
         &docker,
         &VerifyInput {
             config: &config,
@@ -265,6 +265,15 @@ pub async fn release(
         progress,
     )
     .await?;
+    if let Some(coverage) = report.coverage.as_mut() {
+        let built_sha256 = sha_of(&built, &new.path);
+        coverage.finish(
+            &config,
+            &work,
+            bumped.previous_tag.as_deref(),
+            &built_sha256,
+        );
+    }
     let junit = write_reports(&report, &artifacts)?;
     eprintln!("\n{}", report.summary());
     eprintln!("reports: {}", artifacts.display());
@@ -327,6 +336,7 @@ pub async fn release(
             deb: new.path.clone(),
             deb_sha256: sha_of(&built, &new.path),
             verify_digest: report.digest(),
+            coverage: report.coverage.as_ref().map(|c| c.figures()),
             tagged_at,
             built_at,
             verified_at,
@@ -495,5 +505,9 @@ fn write_reports(report: &VerifyReport, dir: &Path) -> Result<PathBuf> {
     std::fs::write(&junit, report.junit())?;
     std::fs::write(dir.join("verify.json"), report.to_json())?;
     std::fs::write(dir.join("verify.txt"), report.summary())?;
+    if let Some(coverage) = report.coverage.as_ref().filter(|c| c.unavailable.is_none()) {
+        let xml = coverage.cobertura(chrono::Utc::now().timestamp());
+        std::fs::write(dir.join("coverage.xml"), xml)?;
+    }
     Ok(junit)
 }

@@ -44,6 +44,8 @@ pub const FLEET_PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "python3-apt",
+    // Measures the released tool on every host (verify::coverage).
+    "python3-coverage",
     "sudo",
 ];
 

@@ -78,7 +78,8 @@ pub struct Fleet {
     keep: bool,
 }
 
-const APT_DIR: &str = "/srv/apt";
+/// The deploy host's apt repository (served under /srv), where the debs go.
+pub const APT_DIR: &str = "/srv/apt";
 
 impl Fleet {
     /// Starts the fleet from `image` and prepares it for syncs. On any

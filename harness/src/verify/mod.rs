@@ -2,6 +2,7 @@
 //! real syncs with the built package, and the report of what they found.
 
 pub mod bench;
+pub mod coverage;
 pub mod fleet;
 pub mod report;
 pub mod scenario;

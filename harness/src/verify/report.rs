@@ -1,5 +1,6 @@
 //! What verify found, in three forms: a summary a person reads at a glance,
-//! JUnit XML for CI's test report, and JSON for scripts and the ledger.
+//! JUnit XML for CI's test report, and JSON for scripts and the ledger; with
+//! the coverage of the tool measured on the fleet, and its Cobertura file.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::support::progress::format_duration;
+use crate::verify::coverage::CoverageReport;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
@@ -46,6 +48,8 @@ pub struct VerifyReport {
     pub scenarios: Vec<ScenarioResult>,
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
+    /// The tool's code executed on the fleet (None: not looked at).
+    pub coverage: Option<CoverageReport>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -53,8 +57,18 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl VerifyReport {
+    /// Every scenario passed and every coverage floor was met.
     pub fn passed(&self) -> bool {
-        !self.scenarios.is_empty() && self.scenarios.iter().all(|s| s.passed)
+        !self.scenarios.is_empty()
+            && self.scenarios.iter().all(|s| s.passed)
+            && self.floor_failures().is_empty()
+    }
+
+    fn floor_failures(&self) -> &[String] {
+        self.coverage
+            .as_ref()
+            .map(|c| c.floor_failures.as_slice())
+            .unwrap_or_default()
     }
 
     pub fn to_json(&self) -> String {
@@ -99,6 +113,9 @@ impl VerifyReport {
                     out.push_str(&format!("         | {extra}\n"));
                 }
             }
+        }
+        if let Some(c) = &self.coverage {
+            out.push_str(&c.summary());
         }
         out
     }
@@ -150,6 +167,21 @@ impl VerifyReport {
             case.set_system_out(s.log.join("\n"));
             suite.add_test_case(case);
         }
+        if !self.floor_failures().is_empty() {
+            let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            if let TestCaseStatus::NonSuccess {
+                message,
+                description,
+                ..
+            } = &mut st
+            {
+                *message = Some(self.floor_failures()[0].clone().into());
+                *description = Some(self.floor_failures().join("\n").into());
+            }
+            let mut case = TestCase::new("coverage floors", st);
+            case.set_classname(format!("verify.{}", self.package));
+            suite.add_test_case(case);
+        }
         report.add_test_suite(suite);
         report.to_string().expect("a JUnit report serializes")
     }
@@ -195,6 +227,7 @@ mod tests {
             previous: Some("0.1.0-1".into()),
             scenarios: vec![ok, bad, broken],
             duration: Duration::from_secs(21),
+            coverage: None,
         }
     }
 

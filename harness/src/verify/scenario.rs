@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 
 use crate::config::{Config, Hosts, ScenarioKind};
 use crate::support::progress::{format_duration, Progress};
+use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
@@ -56,12 +57,22 @@ pub async fn verify(
     } else {
         input.only.to_vec()
     };
+    let plan = coverage::plan(input.config, &input.new.path, &input.new.version);
+    let (instrument, mut measured) = match plan {
+        coverage::Plan::Measure(i) => (Some(i.clone()), CoverageReport::new(i.modules)),
+        coverage::Plan::Off(why) => {
+            progress.note(&format!("coverage: {why}"));
+            (None, CoverageReport::unavailable(why))
+        }
+    };
+    let instrument = instrument.as_ref();
     progress.step(&format!(
         "verify: {} scenarios, up to {PARALLEL_SCENARIOS} at once",
         kinds.len()
     ));
     let runs = kinds.iter().enumerate().map(|(i, kind)| async move {
-        let (result, timings) = run_scenario(docker, input, *kind, i, progress).await;
+        let (result, timings, found) =
+            run_scenario(docker, input, *kind, i, instrument, progress).await;
         let mark = if result.passed { "✓" } else { "✗" };
         progress.note(&format!(
             "{mark} {} in {} ({})",
@@ -72,12 +83,21 @@ pub async fn verify(
         for f in &result.failures {
             progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
         }
-        result
+        (result, found)
     });
-    let results: Vec<ScenarioResult> = futures_util::stream::iter(runs)
+    let done: Vec<(ScenarioResult, Option<ScenarioCoverage>)> = futures_util::stream::iter(runs)
         .buffered(PARALLEL_SCENARIOS)
         .collect()
         .await;
+    // In the scenarios' order, so "what each scenario added" reads the same
+    // whichever finished first.
+    let mut results = Vec::new();
+    for (result, found) in done {
+        if let Some(found) = found {
+            measured.add(&result.name, found);
+        }
+        results.push(result);
+    }
     progress.finish_step(results.iter().all(|r| r.passed));
     Ok(VerifyReport {
         package: input.config.package_name().to_string(),
@@ -85,6 +105,7 @@ pub async fn verify(
         previous: input.previous.map(|d| d.version.clone()),
         scenarios: results,
         duration: started.elapsed(),
+        coverage: Some(measured),
     })
 }
 
@@ -93,9 +114,11 @@ async fn run_scenario(
     input: &VerifyInput<'_>,
     kind: ScenarioKind,
     index: usize,
+    instrument: Option<&Instrument>,
     progress: &Progress,
-) -> (ScenarioResult, String) {
+) -> (ScenarioResult, String, Option<ScenarioCoverage>) {
     let started = Instant::now();
+    let mut found = None;
     let mut s = Scenario {
         kind,
         failures: Vec::new(),
@@ -131,13 +154,25 @@ async fn run_scenario(
             debs.push(p.path.as_path());
         }
         let t = Instant::now();
-        let result = match fleet.publish_debs(&debs).await {
+        let ready = async {
+            if let Some(i) = instrument {
+                i.prepare(&fleet).await?;
+            }
+            fleet.publish_debs(&debs).await
+        }
+        .await;
+        let result = match ready {
             Ok(()) => {
                 s.took("publish", t);
                 s.run(&fleet, input).await
             }
             Err(e) => Err(e),
         };
+        if let Some(i) = instrument {
+            let t = Instant::now();
+            found = Some(i.collect(&fleet).await);
+            s.took("coverage", t);
+        }
         let t = Instant::now();
         fleet.teardown().await;
         s.took("teardown", t);
@@ -161,7 +196,7 @@ async fn run_scenario(
         error,
         log: s.log,
     };
-    (result, timings)
+    (result, timings, found)
 }
 
 struct Scenario {
