@@ -22,6 +22,10 @@
 //! is created and deleted with the same leases, so two CI runners cannot
 //! both hold it. A lock whose holder is gone (its lease expired, or its
 //! process on this machine is dead) is taken over with a report.
+//!
+//! The ledger is the bottom of the production side: `record` holds the types
+//! it stores (the production steps fill them in), this file the store and
+//! the lock; git runs through `support::git`.
 
 mod record;
 
