@@ -179,7 +179,7 @@ pub struct Record {
     #[serde(default)]
     pub previous_version: Option<String>,
     /// What verify measured of the tool's code on the fleet.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<CoverageFigures>,
     #[serde(default)]
     pub steps: Vec<Step>,

@@ -306,6 +306,14 @@ mod tests {
         r.steps.push(gate);
         r.steps
             .push(step(Rollback, None, "2026-01-06T11:05:00.000Z"));
+        r.coverage = Some(crate::ledger::CoverageFigures {
+            covered: 120,
+            statements: 168,
+            changed_exercised: Some(3),
+            changed: Some(4),
+            note: String::new(),
+            incomplete: false,
+        });
         r
     }
 
