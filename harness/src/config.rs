@@ -330,8 +330,8 @@ pub struct CustomStep {
     pub user: Option<String>,
     /// An exit code, or "non-zero", or "any"; default 0.
     pub expect_exit: Option<ExpectExit>,
-    /// A regular expression the output (stdout then stderr) must match;
-    /// templated, the values taken literally.
+    /// A regular expression the output (stdout then stderr) must match,
+    /// `^` and `$` at line ends; templated, the values taken literally.
     pub expect_output: Option<String>,
 }
 
@@ -845,7 +845,7 @@ impl Config {
                 }
                 if let Some(pattern) = &step.expect_output {
                     let sample = placeholder.replace_all(pattern, "x");
-                    if let Err(e) = regex::Regex::new(&sample) {
+                    if let Err(e) = regex::RegexBuilder::new(&sample).multi_line(true).build() {
                         bail!(
                             "{}: expect_output `{pattern}` is not a regular expression: {e}",
                             step_at("expect_output")

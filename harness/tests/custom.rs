@@ -23,7 +23,6 @@ steps = [
     { stop = "app1" },
     { run = "cd /srv/deployment/demo && minideploy deploy -r $(git rev-parse HEAD)", expect_exit = "non-zero", expect_output = "app1" },
     { start = "app1" },
-    { run = "cd /srv/deployment/demo && minideploy deploy -r $(git rev-parse HEAD)", expect_exit = 0 },
 ]
 "#;
 

@@ -111,7 +111,10 @@ async fn run_command(
         }
         if let Some(pattern) = &step.expect_output {
             let pattern = render(pattern, fleet, input, h, true);
-            let re = regex::Regex::new(&pattern)
+            // `^` and `$` anchor at lines: a command's output ends in a newline.
+            let re = regex::RegexBuilder::new(&pattern)
+                .multi_line(true)
+                .build()
                 .with_context(|| format!("step {number}: expect_output `{pattern}`"))?;
             let output = format!("{}{}", out.stdout, out.stderr);
             if !re.is_match(&output) {
