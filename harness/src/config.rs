@@ -278,15 +278,163 @@ impl ScenarioKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Verify {
+    /// The preset scenarios, by name.
     pub scenarios: Vec<ScenarioKind>,
+    /// Scenarios written here, run after the presets.
+    pub custom: Vec<CustomScenario>,
 }
 
 impl Default for Verify {
     fn default() -> Self {
         Verify {
             scenarios: ScenarioKind::ALL.to_vec(),
+            custom: Vec::new(),
         }
     }
+}
+
+/// A scenario written in release.toml, for tools that do not sync git
+/// revisions: its steps run in order on a fresh fleet.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomScenario {
+    pub name: String,
+    pub steps: Vec<CustomStep>,
+}
+
+impl CustomScenario {
+    /// It installs the previous release or names it.
+    pub fn needs_previous(&self) -> bool {
+        self.steps.iter().any(|s| {
+            s.install == Some(Release::Previous) || s.templates().any(|t| t.contains("{previous}"))
+        })
+    }
+}
+
+/// One step: exactly one of `install`, `run`, `stop`, `start`, with the
+/// keys that go with it. A flat table, so an unknown key is refused by name.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomStep {
+    /// Installs the new or the previous release on `on` (default: all).
+    pub install: Option<Release>,
+    /// A shell command run on every host of `on` (default: deploy), as
+    /// `user` (default: fleet.user); templated.
+    pub run: Option<String>,
+    /// Kills a host (a target), as a machine going down would.
+    pub stop: Option<String>,
+    /// Starts a stopped host again.
+    pub start: Option<String>,
+    /// A role (deploy, canaries, apps, targets, all) or a host name.
+    pub on: Option<String>,
+    pub user: Option<String>,
+    /// An exit code, or "non-zero", or "any"; default 0.
+    pub expect_exit: Option<ExpectExit>,
+    /// A regular expression the output (stdout then stderr) must match,
+    /// `^` and `$` at line ends; templated, the values taken literally.
+    pub expect_output: Option<String>,
+}
+
+/// What a custom step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction<'a> {
+    Install(Release),
+    Run(&'a str),
+    Stop(&'a str),
+    Start(&'a str),
+}
+
+impl CustomStep {
+    /// The one thing the step does; None when it names none or several.
+    pub fn action(&self) -> Option<StepAction<'_>> {
+        let mut actions = [
+            self.install.map(StepAction::Install),
+            self.run.as_deref().map(StepAction::Run),
+            self.stop.as_deref().map(StepAction::Stop),
+            self.start.as_deref().map(StepAction::Start),
+        ]
+        .into_iter()
+        .flatten();
+        let first = actions.next()?;
+        actions.next().is_none().then_some(first)
+    }
+
+    /// Where it runs: `on`, or the action's default.
+    pub fn on(&self) -> &str {
+        match (self.on.as_deref(), self.action()) {
+            (Some(on), _) => on,
+            (None, Some(StepAction::Stop(h) | StepAction::Start(h))) => h,
+            (None, Some(StepAction::Run(_))) => "deploy",
+            _ => "all",
+        }
+    }
+
+    /// The texts placeholders are filled in.
+    pub fn templates(&self) -> impl Iterator<Item = &str> {
+        [self.run.as_deref(), self.expect_output.as_deref()]
+            .into_iter()
+            .flatten()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Release {
+    New,
+    Previous,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ExpectExit {
+    Code(i64),
+    Word(ExitWord),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitWord {
+    NonZero,
+    Any,
+}
+
+impl ExpectExit {
+    pub fn accepts(self, code: i64) -> bool {
+        match self {
+            ExpectExit::Code(c) => c == code,
+            ExpectExit::Word(ExitWord::NonZero) => code != 0,
+            ExpectExit::Word(ExitWord::Any) => true,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            ExpectExit::Code(c) => c.to_string(),
+            ExpectExit::Word(ExitWord::NonZero) => "non-zero".into(),
+            ExpectExit::Word(ExitWord::Any) => "any".into(),
+        }
+    }
+}
+
+/// The placeholders of a custom step's `run` and `expect_output`. Lists of
+/// hosts are space-separated, for a command line.
+pub const CUSTOM_PLACEHOLDERS: [&str; 9] = [
+    "version",
+    "previous",
+    "package",
+    "deploy_host",
+    "targets",
+    "canaries",
+    "apps",
+    "user",
+    "host",
+];
+
+/// Which hosts a custom step's `on` (or `stop`/`start`) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum On {
+    Role(Hosts),
+    Host(String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -571,7 +719,170 @@ impl Config {
                 }
             }
         }
+        if self.verify.scenarios.is_empty() && self.verify.custom.is_empty() {
+            bail!(
+                "{}: no scenario to run: verify is the only evidence a build works before \
+                 it reaches production, so it cannot be turned off.\n  fix: list presets \
+                 (e.g. verify.scenarios = [\"fresh-install\"]) or add a [[verify.custom]] \
+                 scenario for a tool that does not sync git revisions",
+                at("scenarios")
+            );
+        }
+        self.validate_custom(text)
+    }
+
+    /// Custom scenarios: unique names, one action a step with only its keys,
+    /// known hosts and placeholders, patterns that compile.
+    fn validate_custom(&self, text: &str) -> Result<()> {
+        let placeholder = regex::Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").unwrap();
+        let mut seen: Vec<&str> = Vec::new();
+        for scenario in &self.verify.custom {
+            let name = scenario.name.as_str();
+            // Messages point at the first line holding `needle` from the
+            // step on (a step starts a line with `{`, or is a table of its
+            // own), or from the scenario's name on.
+            let at = |step: Option<usize>, needle: &str| -> String {
+                let lines: Vec<&str> = text.lines().collect();
+                let named = lines
+                    .iter()
+                    .position(|l| l.contains(&format!("\"{name}\"")))
+                    .unwrap_or(0);
+                let from = step.and_then(|n| {
+                    (named..lines.len())
+                        .filter(|&i| {
+                            let l = lines[i].trim_start();
+                            l.starts_with('{') || l.starts_with("[[verify.custom.steps]]")
+                        })
+                        .nth(n)
+                });
+                let from = from.unwrap_or(named);
+                let line = (from..lines.len())
+                    .find(|&i| lines[i].contains(needle))
+                    .unwrap_or(from)
+                    + 1;
+                let step = step.map(|i| format!(" step {}", i + 1)).unwrap_or_default();
+                format!(
+                    "{}:{line}: verify.custom \"{name}\"{step}",
+                    self.path.display()
+                )
+            };
+            if name.trim().is_empty() {
+                bail!("{}: the name is empty; name the scenario", at(None, "name"));
+            }
+            if ScenarioKind::ALL.iter().any(|k| k.name() == name) || seen.contains(&name) {
+                bail!(
+                    "{}: the name is taken (by a preset or another custom scenario); \
+                     give each scenario its own name",
+                    at(None, name)
+                );
+            }
+            seen.push(name);
+            if scenario.steps.is_empty() {
+                bail!("{}: has no steps; add steps = [ ... ]", at(None, "steps"));
+            }
+            for (i, step) in scenario.steps.iter().enumerate() {
+                let step_at = |needle: &str| at(Some(i), needle);
+                let Some(action) = step.action() else {
+                    bail!(
+                        "{}: a step does exactly one of install, run, stop, start; \
+                         split it into one step each, or name the one it does",
+                        step_at("=")
+                    );
+                };
+                let is_run = matches!(action, StepAction::Run(_));
+                let misplaced = [
+                    ("user", step.user.is_some() && !is_run),
+                    ("expect_exit", step.expect_exit.is_some() && !is_run),
+                    ("expect_output", step.expect_output.is_some() && !is_run),
+                    (
+                        "on",
+                        step.on.is_some()
+                            && matches!(action, StepAction::Stop(_) | StepAction::Start(_)),
+                    ),
+                ];
+                if let Some((key, _)) = misplaced.iter().find(|(_, bad)| *bad) {
+                    bail!(
+                        "{}: key {key} does not go with this step (user, expect_exit and \
+                         expect_output go with run; stop and start name their host \
+                         themselves); remove it",
+                        step_at(key)
+                    );
+                }
+                let on = step.on();
+                let Some(hosts) = self.resolve_on(on) else {
+                    bail!(
+                        "{}: `{on}` is no role or host of the fleet; use one of deploy, \
+                         canaries, apps, targets, all, or a host name: {}",
+                        step_at(&format!("\"{on}\"")),
+                        self.host_names().join(", ")
+                    );
+                };
+                let stops = matches!(action, StepAction::Stop(_) | StepAction::Start(_));
+                let deploy = format!("{}1", self.fleet.deploy_prefix);
+                let takes_deploy = match &hosts {
+                    On::Role(role) => matches!(role, Hosts::All | Hosts::Deploy),
+                    On::Host(host) => *host == deploy,
+                };
+                if stops && takes_deploy {
+                    bail!(
+                        "{}: `{on}` takes in the deploy host, which serves the fleet's apt \
+                         and deployment repositories; stop and start targets only",
+                        step_at(&format!("\"{on}\""))
+                    );
+                }
+                for template in step.templates() {
+                    for found in placeholder.captures_iter(template) {
+                        let word = &found[1];
+                        if !CUSTOM_PLACEHOLDERS.contains(&word) {
+                            bail!(
+                                "{}: unknown placeholder {{{word}}} in `{template}`; the \
+                                 placeholders are {}",
+                                step_at(&format!("{{{word}}}")),
+                                CUSTOM_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                            );
+                        }
+                    }
+                }
+                if let Some(pattern) = &step.expect_output {
+                    let sample = placeholder.replace_all(pattern, "x");
+                    if let Err(e) = regex::RegexBuilder::new(&sample).multi_line(true).build() {
+                        bail!(
+                            "{}: expect_output `{pattern}` is not a regular expression: {e}",
+                            step_at("expect_output")
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The host names of the fleet release.toml describes, deploy host first.
+    pub fn host_names(&self) -> Vec<String> {
+        let f = &self.fleet;
+        let mut names = vec![format!("{}1", f.deploy_prefix)];
+        names.extend((1..=f.canaries).map(|i| format!("{}{i}", f.canary_prefix)));
+        names.extend((1..=f.apps).map(|i| format!("{}{i}", f.app_prefix)));
+        names
+    }
+
+    /// What a custom step's `on` names: a role, or one host of the fleet.
+    pub fn resolve_on(&self, on: &str) -> Option<On> {
+        let role = match on {
+            "all" => Hosts::All,
+            "deploy" => Hosts::Deploy,
+            "targets" => Hosts::Targets,
+            "canaries" => Hosts::Canaries,
+            "apps" => Hosts::Apps,
+            host => {
+                return self
+                    .host_names()
+                    .iter()
+                    .any(|n| n == host)
+                    .then(|| On::Host(host.to_string()))
+            }
+        };
+        Some(On::Role(role))
     }
 
     pub fn package_name(&self) -> &str {
@@ -722,6 +1033,104 @@ mod tests {
         assert_eq!(c.tag_for("1.2.3"), "v1.2.3");
         assert_eq!(c.version_of_tag("v1.2.3"), Some("1.2.3"));
         assert_eq!(c.version_of_tag("1.2.3"), None);
+    }
+
+    const CUSTOM: &str = r#"[verify]
+scenarios = []
+
+[[verify.custom]]
+name = "agent-talks-to-server"
+steps = [
+    { install = "new" },
+    { run = "my-tool ping {targets}", user = "root", expect_output = "ok .* {version}" },
+    { stop = "app1" },
+    { run = "my-tool ping {targets}", on = "canaries", expect_exit = "non-zero" },
+    { start = "app1" },
+]
+"#;
+
+    #[test]
+    fn custom_scenarios_parse_with_their_defaults() {
+        let c = parse(CUSTOM).unwrap();
+        let steps = &c.verify.custom[0].steps;
+        assert_eq!(steps[0].action(), Some(StepAction::Install(Release::New)));
+        assert_eq!(steps[0].on(), "all");
+        assert_eq!(steps[1].on(), "deploy", "a command runs on the deploy host");
+        assert_eq!(steps[2].action(), Some(StepAction::Stop("app1")));
+        assert_eq!(c.resolve_on(steps[2].on()), Some(On::Host("app1".into())));
+        assert_eq!(
+            steps[3].expect_exit,
+            Some(ExpectExit::Word(ExitWord::NonZero))
+        );
+        assert!(steps[3].expect_exit.unwrap().accepts(255));
+        assert!(!steps[3].expect_exit.unwrap().accepts(0));
+        assert!(!c.verify.custom[0].needs_previous());
+    }
+
+    /// The error for a custom scenario's bad step, with `from` replaced by
+    /// `to` in CUSTOM.
+    fn custom_error(from: &str, to: &str) -> String {
+        let text = CUSTOM.replace(from, to);
+        assert_ne!(text, CUSTOM, "{from} is in CUSTOM");
+        format!("{:#}", parse(&text).unwrap_err())
+    }
+
+    #[test]
+    fn unknown_custom_step_names_file_line_and_key() {
+        let msg = custom_error("{ stop = \"app1\" }", "{ reboot = \"app1\" }");
+        assert!(msg.starts_with("proj/release.toml:9:"), "{msg}");
+        assert!(msg.contains("unknown field `reboot`"), "{msg}");
+        assert!(msg.contains("`run`"), "the known steps are listed: {msg}");
+        let msg = custom_error("{ stop = \"app1\" }", "{ on = \"app1\" }");
+        assert!(
+            msg.starts_with("proj/release.toml:9: verify.custom \"agent-talks-to-server\" step 3"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("exactly one of install, run, stop, start"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_placeholder_names_file_line_and_the_known_ones() {
+        let msg = custom_error("ping {targets}\", user", "ping {hosts}\", user");
+        assert!(
+            msg.starts_with("proj/release.toml:8: verify.custom \"agent-talks-to-server\" step 2"),
+            "{msg}"
+        );
+        assert!(msg.contains("unknown placeholder {hosts}"), "{msg}");
+        assert!(msg.contains("{deploy_host}"), "{msg}");
+        let msg = custom_error("ok .* {version}", "ok ({version}");
+        assert!(msg.contains("is not a regular expression"), "{msg}");
+    }
+
+    #[test]
+    fn step_on_an_unknown_role_or_host_names_the_ones_there_are() {
+        let msg = custom_error("on = \"canaries\"", "on = \"canary\"");
+        assert!(
+            msg.starts_with("proj/release.toml:10: verify.custom \"agent-talks-to-server\" step 4"),
+            "{msg}"
+        );
+        assert!(msg.contains("`canary` is no role or host"), "{msg}");
+        assert!(msg.contains("deploy1, canary1, canary2, app1"), "{msg}");
+        let msg = custom_error("{ stop = \"app1\" }", "{ stop = \"app9\" }");
+        assert!(msg.contains("proj/release.toml:9:"), "{msg}");
+        assert!(msg.contains("`app9` is no role or host"), "{msg}");
+        let msg = custom_error("{ stop = \"app1\" }", "{ stop = \"deploy1\" }");
+        assert!(msg.contains("stop and start targets only"), "{msg}");
+    }
+
+    #[test]
+    fn no_scenario_at_all_is_refused_with_the_fix() {
+        let err = parse("[verify]\nscenarios = []\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("proj/release.toml:2: key scenarios: no scenario to run"),
+            "{msg}"
+        );
+        assert!(msg.contains("cannot be turned off"), "{msg}");
+        assert!(msg.contains("fix:"), "{msg}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use harness::config::{Config, FleetCommand, FleetFile, GateCheck, Hosts, VersionFile};
+use harness::config::{
+    Config, CustomScenario, CustomStep, FleetCommand, FleetFile, GateCheck, Hosts, VersionFile,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -52,6 +54,10 @@ fn config_key_paths() -> Vec<String> {
         query: "x".into(),
         op: "<".into(),
         threshold: 1.0,
+    });
+    config.verify.custom.push(CustomScenario {
+        name: "x".into(),
+        steps: vec![CustomStep::default()],
     });
     // JSON keeps `None` as null, so an optional key is listed too.
     let value = serde_json::to_value(&config).unwrap();
@@ -98,6 +104,7 @@ fn readme_reference_names_every_release_toml_key() {
         "package.version_files[].line",
         "fleet.files[].owner",
         "gate.checks[].op",
+        "verify.custom[].steps[].expect_output",
     ] {
         assert!(paths.contains(&expected.to_string()), "{paths:?}");
     }

@@ -221,9 +221,7 @@ pub async fn release(
         progress.note(&format!("lintian: {w}"));
     }
 
-    let needs_previous = verify_kinds(&config, opts)
-        .iter()
-        .any(|k| k.needs_previous());
+    let needs_previous = scenario::needs_previous(&config, &opts.scenarios);
     let previous = match (&bumped.previous_tag, needs_previous) {
         (Some(tag), true) => {
             progress.step("build previous release");
@@ -409,14 +407,6 @@ fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
             )
         })?;
     Ok(())
-}
-
-fn verify_kinds(config: &Config, opts: &ReleaseOptions) -> Vec<ScenarioKind> {
-    if opts.scenarios.is_empty() {
-        config.verify.scenarios.clone()
-    } else {
-        opts.scenarios.clone()
-    }
 }
 
 /// The previous release's package, built from its tag once and cached by

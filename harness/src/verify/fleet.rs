@@ -316,6 +316,29 @@ impl Fleet {
             .with_context(|| format!("stopping host {}", host.name))
     }
 
+    /// Starts a killed host again, once its sshd listens. Docker writes a
+    /// fresh /etc/hosts at start (and may hand out a new address), so every
+    /// host learns the fleet's addresses anew.
+    pub async fn restart_host(&self, host: &Host) -> Result<()> {
+        self.docker
+            .start_container(&host.container, None)
+            .await
+            .with_context(|| format!("starting host {} again", host.name))?;
+        let listening = "for i in $(seq 100); do python3 -c 'import socket; \
+             socket.create_connection((\"127.0.0.1\", 22), 1)' 2>/dev/null && exit 0; \
+             sleep 0.1; done; echo 'sshd did not listen within 10s' >&2; exit 1";
+        self.run(host, None, listening).await?;
+        let lines = self.hosts_lines().await?;
+        let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        // Written in place: /etc/hosts is a file Docker mounts.
+        let script = format!(
+            "set -e\ngrep -vE '\\s({})$' /etc/hosts > /tmp/hosts.fleet || true\n\
+             cat /tmp/hosts.fleet - > /etc/hosts <<'EOF'\n{lines}EOF\n",
+            names.join("|")
+        );
+        self.run_on(&self.select(Hosts::All), None, &script).await
+    }
+
     /// Removes every container and the network of this run, unless the
     /// fleet is kept for debugging (then prints how to get in).
     pub async fn teardown(self) {

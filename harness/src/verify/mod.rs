@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod coverage;
+pub mod custom;
 pub mod fleet;
 pub mod report;
 pub mod scenario;

@@ -11,9 +11,10 @@ use anyhow::{bail, Result};
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::config::{Config, Hosts, ScenarioKind};
+use crate::config::{Config, CustomScenario, Hosts, ScenarioKind};
 use crate::support::progress::{format_duration, Progress};
 use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
+use crate::verify::custom;
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
@@ -37,6 +38,46 @@ pub struct VerifyInput<'a> {
     pub only: &'a [ScenarioKind],
 }
 
+/// One scenario of a run: a preset, or one written in release.toml.
+#[derive(Debug, Clone, Copy)]
+pub enum Planned<'a> {
+    Preset(ScenarioKind),
+    Custom(&'a CustomScenario),
+}
+
+impl Planned<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            Planned::Preset(kind) => kind.name(),
+            Planned::Custom(c) => &c.name,
+        }
+    }
+
+    pub fn needs_previous(&self) -> bool {
+        match self {
+            Planned::Preset(kind) => kind.needs_previous(),
+            Planned::Custom(c) => c.needs_previous(),
+        }
+    }
+}
+
+/// What a run verifies: `only` those presets, or release.toml's presets
+/// followed by its custom scenarios.
+pub fn plan<'a>(config: &'a Config, only: &[ScenarioKind]) -> Vec<Planned<'a>> {
+    if !only.is_empty() {
+        return only.iter().copied().map(Planned::Preset).collect();
+    }
+    let presets = config.verify.scenarios.iter().copied().map(Planned::Preset);
+    presets
+        .chain(config.verify.custom.iter().map(Planned::Custom))
+        .collect()
+}
+
+/// Whether the run needs the previous release's package.
+pub fn needs_previous(config: &Config, only: &[ScenarioKind]) -> bool {
+    plan(config, only).iter().any(Planned::needs_previous)
+}
+
 /// How many scenarios run at once: one per core of the two-core machine the
 /// harness is sized for. A scenario mostly waits (exec round trips, ssh), but
 /// its busy phases (seven hosts starting sshd, dpkg on seven hosts at once,
@@ -52,11 +93,15 @@ pub async fn verify(
     progress: &Progress,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
-    let kinds: Vec<ScenarioKind> = if input.only.is_empty() {
-        input.config.verify.scenarios.clone()
-    } else {
-        input.only.to_vec()
-    };
+    let kinds = plan(input.config, input.only);
+    if kinds.is_empty() {
+        // release.toml refuses this too; verify is never skipped.
+        bail!(
+            "{}: no verify scenario to run; list presets in verify.scenarios or add a \
+             [[verify.custom]] scenario",
+            input.config.path.display()
+        );
+    }
     let plan = coverage::plan(input.config, &input.new.path, &input.new.version);
     let (instrument, mut measured) = match plan {
         coverage::Plan::Measure(i) => (Some(i.clone()), CoverageReport::new(i.modules)),
@@ -70,21 +115,25 @@ pub async fn verify(
         "verify: {} scenarios, up to {PARALLEL_SCENARIOS} at once",
         kinds.len()
     ));
-    let runs = kinds.iter().enumerate().map(|(i, kind)| async move {
-        let (result, timings, found) =
-            run_scenario(docker, input, *kind, i, instrument, progress).await;
-        let mark = if result.passed { "✓" } else { "✗" };
-        progress.note(&format!(
-            "{mark} {} in {} ({})",
-            kind.name(),
-            format_duration(result.duration),
-            timings
-        ));
-        for f in &result.failures {
-            progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
-        }
-        (result, found)
-    });
+    let runs = kinds
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(i, kind)| async move {
+            let (result, timings, found) =
+                run_scenario(docker, input, kind, i, instrument, progress).await;
+            let mark = if result.passed { "✓" } else { "✗" };
+            progress.note(&format!(
+                "{mark} {} in {} ({})",
+                kind.name(),
+                format_duration(result.duration),
+                timings
+            ));
+            for f in &result.failures {
+                progress.note(&format!("✗ {}: {}", kind.name(), f.one_line()));
+            }
+            (result, found)
+        });
     let done: Vec<(ScenarioResult, Option<ScenarioCoverage>)> = futures_util::stream::iter(runs)
         .buffered(PARALLEL_SCENARIOS)
         .collect()
@@ -112,7 +161,7 @@ pub async fn verify(
 async fn run_scenario(
     docker: &Docker,
     input: &VerifyInput<'_>,
-    kind: ScenarioKind,
+    kind: Planned<'_>,
     index: usize,
     instrument: Option<&Instrument>,
     progress: &Progress,
@@ -120,7 +169,6 @@ async fn run_scenario(
     let started = Instant::now();
     let mut found = None;
     let mut s = Scenario {
-        kind,
         failures: Vec::new(),
         log: Vec::new(),
         progress: progress.clone(),
@@ -130,8 +178,12 @@ async fn run_scenario(
         if kind.needs_previous() && input.previous.is_none() {
             bail!(
                 "scenario {} needs the previous release's package, and there is no previous \
-                 release tag; drop it from verify.scenarios for a first release",
-                kind.name()
+                 release tag; drop it from {} for a first release",
+                kind.name(),
+                match kind {
+                    Planned::Preset(_) => "verify.scenarios",
+                    Planned::Custom(_) => "verify.custom",
+                }
             );
         }
         let size = Size {
@@ -164,7 +216,10 @@ async fn run_scenario(
         let result = match ready {
             Ok(()) => {
                 s.took("publish", t);
-                s.run(&fleet, input).await
+                match kind {
+                    Planned::Preset(preset) => s.run(preset, &fleet, input).await,
+                    Planned::Custom(c) => custom::run(&mut s, c, &fleet, input).await,
+                }
             }
             Err(e) => Err(e),
         };
@@ -199,8 +254,7 @@ async fn run_scenario(
     (result, timings, found)
 }
 
-struct Scenario {
-    kind: ScenarioKind,
+pub(super) struct Scenario {
     failures: Vec<Failure>,
     log: Vec<String>,
     progress: Progress,
@@ -209,7 +263,7 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn took(&mut self, phase: &'static str, since: Instant) {
+    pub(super) fn took(&mut self, phase: &'static str, since: Instant) {
         let d = since.elapsed();
         match self.timings.iter_mut().find(|(p, _)| *p == phase) {
             Some((_, total)) => *total += d,
@@ -217,12 +271,12 @@ impl Scenario {
         }
     }
 
-    fn say(&mut self, msg: String) {
+    pub(super) fn say(&mut self, msg: String) {
         self.progress.info(&msg);
         self.log.push(msg);
     }
 
-    fn fail(&mut self, host: &str, assertion: &str, expected: &str, actual: &str) {
+    pub(super) fn fail(&mut self, host: &str, assertion: &str, expected: &str, actual: &str) {
         self.failures.push(Failure {
             host: host.to_string(),
             assertion: assertion.to_string(),
@@ -231,10 +285,15 @@ impl Scenario {
         });
     }
 
-    async fn run(&mut self, fleet: &Fleet, input: &VerifyInput<'_>) -> Result<()> {
+    async fn run(
+        &mut self,
+        kind: ScenarioKind,
+        fleet: &Fleet,
+        input: &VerifyInput<'_>,
+    ) -> Result<()> {
         let new = &input.new.version;
         let all = fleet.select(Hosts::All);
-        match self.kind {
+        match kind {
             ScenarioKind::FreshInstall => {
                 self.install(fleet, &all, new).await?;
                 self.sync_and_check(fleet, "first deploy").await?;
@@ -290,7 +349,12 @@ impl Scenario {
         Ok(())
     }
 
-    async fn install(&mut self, fleet: &Fleet, hosts: &[&Host], version: &str) -> Result<()> {
+    pub(super) async fn install(
+        &mut self,
+        fleet: &Fleet,
+        hosts: &[&Host],
+        version: &str,
+    ) -> Result<()> {
         let t = Instant::now();
         fleet.install(hosts, version).await?;
         self.took("install", t);
