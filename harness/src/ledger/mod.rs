@@ -42,6 +42,7 @@ pub use self::record::{
     StepKind, Verdict,
 };
 use crate::support::git::Repo;
+use crate::support::process;
 
 pub const NOTES_REF: &str = "refs/notes/release-harness";
 pub const LOCK_REF: &str = "refs/release-harness/lock";
@@ -326,11 +327,11 @@ impl Ledger {
             let refspec = format!("{}:{git_ref}", new.unwrap_or(""));
             let out = self.git_output(&["push", "--porcelain", &lease_arg, remote, &refspec])?;
             if !out.status.success() {
-                let text = format!(
+                let text = process::redact_urls(&format!(
                     "{}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
-                );
+                ));
                 if text.contains("[rejected]")
                     || text.contains("stale info")
                     || text.contains("fetch first")
@@ -520,6 +521,33 @@ mod tests {
         assert_eq!(seen.steps.len(), 2);
         assert_eq!(seen.steps[0].outcome, Some(Outcome::Soaking));
         assert!(seen.steps[1].finished_at.is_none());
+    }
+
+    #[test]
+    fn an_unreachable_remote_never_shows_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = tagged_repo(&dir.path().join("r"));
+        let url = "https://ci:s3cr3t@127.0.0.1:9/x.git";
+        repo.git(&["remote", "add", "origin", url]).unwrap();
+        let ledger = Ledger::open(&repo).unwrap();
+        let failures = [
+            ledger.lock("promote", "1.0.0", false).map(|_| ()),
+            ledger
+                .start_step("1.0.0", Step::start(StepKind::Canary))
+                .map(|_| ()),
+            ledger
+                .publish(NOTES_REF, Some(&repo.head().unwrap()), None, None)
+                .map(|_| ()),
+        ];
+        for failure in failures {
+            let msg = format!("{:#}", failure.unwrap_err());
+            assert!(msg.contains("127.0.0.1:9"), "{msg}");
+            assert!(!msg.contains("s3cr3t"), "{msg}");
+        }
+        repo.notes_add("release", "1.0.0", &format!("push to {url} failed"))
+            .unwrap();
+        let note = repo.notes_show("release", "1.0.0").unwrap().unwrap();
+        assert_eq!(note, "push to https://***@127.0.0.1:9/x.git failed\n");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!
 //! Every caller builds a `duct::Expression` (`duct::cmd!` or `duct::cmd`),
 //! then hands it here with the words to show the user.
+//!
+//! What a command line or its output shows is passed through
+//! `redact_urls` first: CI pushes through a token in a URL's userinfo
+//! (`https://ci:TOKEN@host/...`), and a failed push must not print it.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -31,6 +35,7 @@ where
         .chain(args.iter().map(|a| shown_word(&a.to_string_lossy())))
         .collect::<Vec<_>>()
         .join(" ");
+    let shown = redact_urls(&shown);
     Process {
         expression: duct::cmd(program, args),
         shown,
@@ -117,12 +122,39 @@ pub fn check(shown: &str, output: &Output) -> Result<()> {
     } else {
         stderr.into_owned()
     };
-    let tail = tail(&said, TAIL_LINES);
+    let tail = redact_urls(&tail(&said, TAIL_LINES));
     if tail.is_empty() {
         Err(anyhow!("`{shown}` {how}"))
     } else {
         Err(anyhow!("`{shown}` {how}:\n{}", indent(&tail)))
     }
+}
+
+/// `text` with the userinfo of every URL in it (`user:password@` after
+/// `scheme://`) replaced by `***@`: for anything shown that may quote a
+/// remote's URL (a command line, git's stderr, a ledger note).
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the path, the end of the word or a quote.
+        let authority_end = after
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || "'\"`<>".contains(c)
+            })
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The last `n` non-empty lines of `text`.
@@ -161,6 +193,44 @@ mod tests {
             "{err}"
         );
         assert!(err.ends_with("    one\n    two"), "{err}");
+    }
+
+    #[test]
+    fn urls_lose_their_userinfo() {
+        assert_eq!(
+            redact_urls("fatal: unable to access 'https://ci:s3cr3t@127.0.0.1:9/x.git/': no"),
+            "fatal: unable to access 'https://***@127.0.0.1:9/x.git/': no"
+        );
+        assert_eq!(
+            redact_urls("To https://oauth2:t0k@gitlab.example.org/a.git\nssh://git@h:22/r x@y"),
+            "To https://***@gitlab.example.org/a.git\nssh://***@h:22/r x@y"
+        );
+        for kept in [
+            "https://h/x.git?a=b@c",
+            "user@host:x.git",
+            "http://h",
+            "://",
+            "",
+        ] {
+            assert_eq!(redact_urls(kept), kept);
+        }
+    }
+
+    #[test]
+    fn a_failure_never_shows_a_token() {
+        let err = cmd(
+            "sh",
+            [
+                "-c",
+                "echo \"fatal: repository 'https://ci:s3cr3t@h/x.git' not found\" >&2; exit 128",
+                "https://ci:s3cr3t@h/x.git",
+            ],
+        )
+        .read()
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("'https://***@h/x.git' not found"), "{err}");
     }
 
     #[test]
