@@ -326,6 +326,9 @@ pub struct Rollout {
     pub cumin_config: String,
     /// Extra arguments to every debdeploy/cumin call (for wrappers, sudo, ...).
     pub command_prefix: Vec<String>,
+    /// Upper bound on one deploy call (debdeploy and cumin have none: a
+    /// frozen host would block the rollout forever).
+    pub timeout_secs: u64,
     /// Puts the verified .deb into the apt repository production installs
     /// from, before the canaries (run here with `sh -c`; `{deb}` is its path,
     /// `{version}` and `{package}` as usual). Empty: the repository is
@@ -345,6 +348,7 @@ impl Default for Rollout {
             distro: "bookworm".into(),
             cumin_config: CUMIN_DEFAULT_CONFIG.into(),
             command_prefix: Vec::new(),
+            timeout_secs: 1800,
             publish_command: String::new(),
         }
     }
@@ -550,6 +554,17 @@ impl Config {
         }
         if self.rollout.batch_size == 0 {
             bail!("{}: must be at least 1", at("batch_size"));
+        }
+        // A promote renews its lock's lease before each batch: a batch must
+        // end well within one lease.
+        let max_timeout = crate::ledger::LOCK_LEASE_SECS as u64 / 2;
+        if !(1..=max_timeout).contains(&self.rollout.timeout_secs) {
+            bail!(
+                "{}: rollout.timeout_secs = {} is not between 1 and {max_timeout} seconds (half \
+                 the production lock's lease, renewed at each batch)",
+                at("timeout_secs"),
+                self.rollout.timeout_secs
+            );
         }
         if self.rollout.tool == RolloutTool::Debdeploy {
             let update_type = self.rollout.update_type.as_str();
@@ -816,6 +831,18 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("rollout.tool = \"cumin\""), "{msg}");
+        for bad in ["0", "7200"] {
+            let msg = format!(
+                "{:#}",
+                parse(&format!("[rollout]\ntimeout_secs = {bad}\n")).unwrap_err()
+            );
+            assert!(
+                msg.contains(&format!(
+                    "rollout.timeout_secs = {bad} is not between 1 and 3600"
+                )),
+                "{msg}"
+            );
+        }
         // The cumin tool takes any configuration, and has no update_type.
         parse(&format!(
             "{other}tool = \"cumin\"\nupdate_type = \"reboot\"\n"

@@ -232,9 +232,7 @@ impl Ledger {
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
                 token: format!("{}-{:016x}", std::process::id(), rand_bits()),
             };
-            let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
-            let message = serde_json::to_string_pretty(&holder)?;
-            let commit = self.git(&["commit-tree", &tree, "-m", &message])?;
+            let commit = self.lock_commit(&holder)?;
             if self.publish(
                 LOCK_REF,
                 Some(&commit),
@@ -249,6 +247,43 @@ impl Ledger {
             }
         }
         bail!("could not take the production lock {LOCK_REF}: it kept changing; run again")
+    }
+
+    /// The commit that carries `holder` on the lock ref.
+    fn lock_commit(&self, holder: &LockHolder) -> Result<String> {
+        let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
+        let message = serde_json::to_string_pretty(holder)?;
+        self.git(&["commit-tree", &tree, "-m", &message])
+    }
+
+    /// Extends the lock's lease by LOCK_LEASE_SECS from now. Called between
+    /// the steps of a long operation (each promote batch, bounded by
+    /// rollout.timeout_secs), so a promote longer than one lease is never
+    /// taken for dead. Fails when the lock was taken over meanwhile.
+    pub fn renew(&self, lock: &mut Lock) -> Result<()> {
+        let (current, lease) = self.sync_ref(LOCK_REF)?;
+        let mut holder = lock.holder.clone();
+        holder.expires = (Utc::now() + chrono::Duration::seconds(LOCK_LEASE_SECS))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let commit = self.lock_commit(&holder)?;
+        if current.as_deref() != Some(lock.commit.as_str())
+            || !self.publish(
+                LOCK_REF,
+                Some(&commit),
+                current.as_deref(),
+                lease.as_deref(),
+            )?
+        {
+            bail!(
+                "stopped: the production lock of this {} of {} was taken over (--break-lock, \
+                 or its lease ran out); the other holder now changes production",
+                holder.operation,
+                holder.release
+            );
+        }
+        lock.holder = holder;
+        lock.commit = commit;
+        Ok(())
     }
 
     /// Gives the lock back, if it is still this one's.
@@ -572,6 +607,24 @@ mod tests {
         ledgers[1].unlock(again).unwrap();
         assert!(ledgers[1].lock("promote", "1.0.0", false).is_err());
         ledgers[0].unlock(broken).unwrap();
+    }
+
+    #[test]
+    fn a_renewed_lease_runs_from_now_and_a_taken_lock_is_not_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = clones_of_one_remote(dir.path());
+        let mut held = a.lock("promote", "1.0.0", false).unwrap();
+        let first = parse_time(&held.holder.expires).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        a.renew(&mut held).unwrap();
+        let renewed = parse_time(&held.holder.expires).unwrap();
+        assert!(renewed > first, "{first} -> {renewed}");
+        // The other runner sees the renewed lease, not the first one.
+        let msg = format!("{:#}", b.lock("promote", "1.0.0", false).unwrap_err());
+        assert!(msg.contains(&held.holder.expires), "{msg}");
+        let _taken = b.lock("promote", "1.0.0", true).unwrap();
+        let msg = format!("{:#}", a.renew(&mut held).unwrap_err());
+        assert!(msg.contains("was taken over"), "{msg}");
     }
 
     #[test]

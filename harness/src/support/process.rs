@@ -11,6 +11,7 @@
 //! (`https://ci:TOKEN@host/...`), and a failed push must not print it.
 
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -84,25 +85,55 @@ impl Process {
     }
 
     /// Runs it, killing it after `timeout`: `Ok(None)` when it was killed.
-    /// Blocking: call from `spawn_blocking` in async code.
+    /// Blocking: async code calls `output_within_async`.
     pub fn output_within(&self, timeout: Duration) -> Result<Option<Output>> {
-        let handle = self
-            .expression
+        let handle = self.start()?;
+        wait_or_kill(&handle, timeout, &self.shown)
+    }
+
+    /// `output_within` for async code; the command is also killed when the
+    /// returned future is dropped (a harness interrupted by Ctrl-C or
+    /// SIGTERM drops it), so it never outlives what waited for it.
+    pub async fn output_within_async(&self, timeout: Duration) -> Result<Option<Output>> {
+        let handle = Arc::new(self.start()?);
+        let mut guard = KillOnDrop(Some(handle.clone()));
+        let shown = self.shown.clone();
+        let waited =
+            tokio::task::spawn_blocking(move || wait_or_kill(&handle, timeout, &shown)).await;
+        guard.0 = None;
+        waited.with_context(|| format!("waiting for `{}`", self.shown))?
+    }
+
+    fn start(&self) -> Result<duct::Handle> {
+        self.expression
             .stdout_capture()
             .stderr_capture()
             .unchecked()
             .start()
-            .with_context(|| format!("starting `{}`", self.shown))?;
-        let deadline = Instant::now() + timeout;
-        match handle
-            .wait_deadline(deadline)
-            .with_context(|| format!("waiting for `{}`", self.shown))?
-        {
-            Some(output) => Ok(Some(output.clone())),
-            None => {
-                let _ = handle.kill();
-                Ok(None)
-            }
+            .with_context(|| format!("starting `{}`", self.shown))
+    }
+}
+
+fn wait_or_kill(handle: &duct::Handle, timeout: Duration, shown: &str) -> Result<Option<Output>> {
+    match handle
+        .wait_deadline(Instant::now() + timeout)
+        .with_context(|| format!("waiting for `{shown}`"))?
+    {
+        Some(output) => Ok(Some(output.clone())),
+        None => {
+            let _ = handle.kill();
+            Ok(None)
+        }
+    }
+}
+
+/// Kills the command it holds when dropped, unless disarmed (`.0 = None`).
+struct KillOnDrop(Option<Arc<duct::Handle>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.kill();
         }
     }
 }
@@ -257,5 +288,37 @@ mod tests {
             .output_within(Duration::from_secs(5))
             .unwrap();
         assert!(out.unwrap().status.success());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_kills_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+        let wait = cmd("sh", ["-c", &script]);
+        let interrupted = tokio::time::timeout(
+            Duration::from_millis(500),
+            wait.output_within_async(Duration::from_secs(60)),
+        )
+        .await;
+        assert!(interrupted.is_err(), "the command cannot have finished");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        for _ in 0..50 {
+            if !alive() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(), "`sleep 30` still runs after its wait was dropped");
+        let out = cmd("sh", ["-c", "echo hi"])
+            .output_within_async(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.stdout, b"hi\n");
     }
 }
