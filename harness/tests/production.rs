@@ -697,6 +697,103 @@ async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
 
 #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
 #[tokio::test]
+async fn a_frozen_host_times_out_its_batch_and_the_next_promote_resumes() {
+    // A deploy to a frozen host waits at least for cumin's ssh ConnectTimeout
+    // (10 s): a deploy timeout of 7 s fires first. Only batch 2 (app2, frozen)
+    // runs under it: on a loaded machine a healthy deploy may take longer.
+    run(
+        RolloutTool::Debdeploy,
+        |c| c.rollout.batch_size = 1,
+        |env| async move {
+            let config = env.config();
+            production::canary(&env.repo, config, &env.facts, false, &env.progress)
+                .await
+                .unwrap();
+            let one_batch = PromoteOptions {
+                max_batches: Some(1),
+                ..Default::default()
+            };
+            let outcome = production::promote(&env.repo, config, &one_batch, &env.progress)
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, PromoteOutcome::Partial { done: 1, total: 3 }),
+                "{outcome:?}"
+            );
+            let mut short = config.clone();
+            short.rollout.timeout_secs = 7;
+            let app2 = env.tb.fleet.host("app2").unwrap().container.clone();
+            let docker = |verb: &str| {
+                harness::support::process::cmd("docker", [verb, app2.as_str()])
+                    .run()
+                    .unwrap();
+            };
+            docker("pause");
+            let started = std::time::Instant::now();
+            let result =
+                production::promote(&env.repo, &short, &one_batch, &env.progress).await;
+            docker("unpause");
+            let msg = format!("{:#}", result.unwrap_err());
+            assert!(msg.contains("promote of 0.2.0 stopped at batch 2"), "{msg}");
+            assert!(msg.contains("did not finish within 7s"), "{msg}");
+            assert!(msg.contains("rollout.timeout_secs in "), "{msg}");
+            assert!(started.elapsed().as_secs() < 120, "{:?}", started.elapsed());
+            let record = env.record();
+            let batch2 = record
+                .steps
+                .iter()
+                .find(|s| s.kind == StepKind::Batch && s.batch == Some(2))
+                .unwrap();
+            assert_eq!(batch2.outcome, Some(Outcome::Failed));
+            assert!(batch2.message.contains("did not finish within 7s"), "{}", batch2.message);
+            let promote = record.last(StepKind::Promote).unwrap();
+            assert_eq!(promote.outcome, Some(Outcome::Failed));
+            assert!(
+                promote.message.starts_with("stopped at batch 2/3: `spec=$(mktemp"),
+                "{}",
+                promote.message
+            );
+            // The killed call's debdeploy may still run on the cumin host (killing
+            // the local end of `docker exec` or ssh does not reach it): let it end.
+            let out = on_cumin_host(
+                &env,
+                "for i in $(seq 60); do pgrep -f '[d]ebdeploy deploy' >/dev/null || exit 0; sleep 0.5; done; exit 1",
+            )
+            .await;
+            assert_eq!(out.code, 0, "debdeploy still runs on the cumin host");
+
+            let outcome =
+                production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
+                    .await
+                    .unwrap();
+            assert!(
+                matches!(outcome, PromoteOutcome::Promoted { hosts: 3, .. }),
+                "{outcome:?}"
+            );
+            env.assert_versions(&all(NEW)).await;
+            let batches: Vec<(usize, Option<Outcome>)> = env
+                .record()
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Batch)
+                .map(|s| (s.batch.unwrap(), s.outcome))
+                .collect();
+            assert_eq!(
+                batches,
+                [
+                    (1, Some(Outcome::Ok)),
+                    (2, Some(Outcome::Failed)),
+                    (2, Some(Outcome::Ok)),
+                    (3, Some(Outcome::Ok))
+                ]
+            );
+        },
+    )
+    .await;
+}
+
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test]
 async fn two_promotes_at_once_one_stops_and_says_why() {
     run(
         RolloutTool::Cumin,

@@ -343,7 +343,25 @@ impl Promotion<'_> {
                 return Ok(PromoteOutcome::Partial { done: i, total });
             }
             self.ledger.renew(lock)?;
-            let report = self.run_batch(number, total, hosts).await?;
+            let report = match self.run_batch(number, total, hosts).await {
+                Ok(report) => report,
+                Err(e) => {
+                    // The batch step has the whole error; the promote step
+                    // says where it stopped. The next promote goes on from
+                    // there with the same batches.
+                    let full = format!("{e:#}");
+                    let cause = full
+                        .strip_prefix(&format!("promote of {tag} stopped at batch {number}: "))
+                        .unwrap_or(&full);
+                    let why = cause.lines().next().unwrap_or("");
+                    self.ledger
+                        .finish_step(tag, plan.step, Outcome::Failed, |s| {
+                            s.message = format!("stopped at batch {number}/{total}: {why}");
+                        })
+                        .with_context(|| format!("{e:#}"))?;
+                    return Err(e);
+                }
+            };
             run_now += 1;
             failed_hosts.extend(report.failed().into_iter().cloned());
             if failed_hosts.len() > allowed {
