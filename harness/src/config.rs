@@ -437,6 +437,16 @@ pub enum On {
     Host(String),
 }
 
+/// cumin's default configuration: the only one debdeploy reads (it has no
+/// option for another file).
+pub const CUMIN_DEFAULT_CONFIG: &str = "/etc/cumin/config.yaml";
+
+/// The `update_type`s debdeploy deploys. It also accepts `daemon-cluster`,
+/// `reboot` and `reboot-cluster` in a spec, then crashes (a KeyError where it
+/// prints the update's description) with nothing deployed.
+pub const DEBDEPLOY_UPDATE_TYPES: [&str; 4] =
+    ["tool", "daemon-direct", "daemon-disrupt", "library"];
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RolloutTool {
@@ -464,6 +474,9 @@ pub struct Rollout {
     pub cumin_config: String,
     /// Extra arguments to every debdeploy/cumin call (for wrappers, sudo, ...).
     pub command_prefix: Vec<String>,
+    /// Upper bound on one deploy call (debdeploy and cumin have none: a
+    /// frozen host would block the rollout forever).
+    pub timeout_secs: u64,
     /// Puts the verified .deb into the apt repository production installs
     /// from, before the canaries (run here with `sh -c`; `{deb}` is its path,
     /// `{version}` and `{package}` as usual). Empty: the repository is
@@ -481,8 +494,9 @@ impl Default for Rollout {
             max_failed: 0.0,
             update_type: "tool".into(),
             distro: "bookworm".into(),
-            cumin_config: "/etc/cumin/config.yaml".into(),
+            cumin_config: CUMIN_DEFAULT_CONFIG.into(),
             command_prefix: Vec::new(),
+            timeout_secs: 1800,
             publish_command: String::new(),
         }
     }
@@ -688,6 +702,43 @@ impl Config {
         }
         if self.rollout.batch_size == 0 {
             bail!("{}: must be at least 1", at("batch_size"));
+        }
+        // A promote renews its lock's lease before each batch: a batch must
+        // end well within one lease.
+        let max_timeout = crate::ledger::LOCK_LEASE_SECS as u64 / 2;
+        if !(1..=max_timeout).contains(&self.rollout.timeout_secs) {
+            bail!(
+                "{}: rollout.timeout_secs = {} is not between 1 and {max_timeout} seconds (half \
+                 the production lock's lease, renewed at each batch)",
+                at("timeout_secs"),
+                self.rollout.timeout_secs
+            );
+        }
+        if self.rollout.tool == RolloutTool::Debdeploy {
+            let update_type = self.rollout.update_type.as_str();
+            if !DEBDEPLOY_UPDATE_TYPES.contains(&update_type) {
+                let why = if ["daemon-cluster", "reboot", "reboot-cluster"].contains(&update_type) {
+                    "debdeploy accepts it in a spec, then crashes with nothing deployed"
+                } else {
+                    "debdeploy does not know it"
+                };
+                bail!(
+                    "{}: `{update_type}` cannot be rolled out ({why}); use one of {} \
+                     (restart or reboot the hosts yourself afterwards)",
+                    at("update_type"),
+                    DEBDEPLOY_UPDATE_TYPES.join(", ")
+                );
+            }
+            if self.rollout.cumin_config != CUMIN_DEFAULT_CONFIG {
+                bail!(
+                    "{}: debdeploy always reads cumin's {CUMIN_DEFAULT_CONFIG} (it has no option \
+                     for another file), so its aliases and the harness's checks through `{}` \
+                     would resolve hosts from different files; remove the key, or set \
+                     rollout.tool = \"cumin\" to use another cumin configuration",
+                    at("cumin_config"),
+                    self.rollout.cumin_config
+                );
+            }
         }
         let shares = [
             ("change_coverage_min", Some(self.gate.change_coverage_min)),
@@ -1159,5 +1210,52 @@ steps = [
         assert!(msg.contains("0.9 means 90%"), "{msg}");
         let err = parse("[gate]\nmin_soak_secs = 600\nevidence_floor_secs = 3600\n").unwrap_err();
         assert!(format!("{err:#}").contains("shorter soak"), "{err:#}");
+    }
+
+    #[test]
+    fn rollout_refuses_what_debdeploy_cannot_do() {
+        for update_type in ["daemon-cluster", "reboot", "reboot-cluster"] {
+            let err = parse(&format!("[rollout]\nupdate_type = \"{update_type}\"\n")).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(
+                msg.starts_with("proj/release.toml:2: key update_type"),
+                "{msg}"
+            );
+            assert!(msg.contains("crashes with nothing deployed"), "{msg}");
+            assert!(msg.contains("use one of tool, daemon-direct"), "{msg}");
+        }
+        let err = parse("[rollout]\nupdate_type = \"upgrade\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("does not know it"), "{err:#}");
+        for update_type in DEBDEPLOY_UPDATE_TYPES {
+            parse(&format!("[rollout]\nupdate_type = \"{update_type}\"\n")).unwrap();
+        }
+        let other = "[rollout]\ncumin_config = \"/etc/cumin/config-installer.yaml\"\n";
+        let msg = format!("{:#}", parse(other).unwrap_err());
+        assert!(
+            msg.starts_with("proj/release.toml:2: key cumin_config"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("always reads cumin's /etc/cumin/config.yaml"),
+            "{msg}"
+        );
+        assert!(msg.contains("rollout.tool = \"cumin\""), "{msg}");
+        for bad in ["0", "7200"] {
+            let msg = format!(
+                "{:#}",
+                parse(&format!("[rollout]\ntimeout_secs = {bad}\n")).unwrap_err()
+            );
+            assert!(
+                msg.contains(&format!(
+                    "rollout.timeout_secs = {bad} is not between 1 and 3600"
+                )),
+                "{msg}"
+            );
+        }
+        // The cumin tool takes any configuration, and has no update_type.
+        parse(&format!(
+            "{other}tool = \"cumin\"\nupdate_type = \"reboot\"\n"
+        ))
+        .unwrap();
     }
 }

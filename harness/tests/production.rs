@@ -352,13 +352,22 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
             ("bad query", "debdeploy deploy -u /tmp/s.yaml -Q 'X{{'", 1, "Invalid cumin query"),
             ("missing spec", "debdeploy deploy -u /tmp/none.yaml -s canaries", 1, "Could not open"),
         ];
+        // As the real tool: a few messages, then Python's own tracebacks; the
+        // crashes after the `Rolling out` header deploy nothing either.
         let bad_specs: &[(&str, &str, &str)] = &[
             ("no fixes", "source: minideploy\nupdate_type: tool\n", "'fixes' stanza"),
             ("no source", "update_type: tool\nfixes: {bookworm: \"1\"}\n", "'source' stanza"),
             ("bad update_type", "source: minideploy\nupdate_type: upgrade\nfixes: {bookworm: \"1\"}\n", "invalid 'update_type'"),
-            ("unknown distro", "source: minideploy\nupdate_type: tool\nfixes: {buster: \"1\"}\n", "KeyError"),
-            ("not YAML", "source: [unclosed\n", "Invalid YAML file"),
-            ("downgrade not a boolean", "source: minideploy\nupdate_type: tool\nfixes: {bookworm: \"1\"}\ndowngrade: maybe\n", "'downgrade' must be true or false"),
+            ("a YAML scanner error", "source: minideploy\n\tupdate_type: tool\n", "Invalid YAML file:"),
+            ("a YAML parser error", "source: [unclosed\n", "yaml.parser.ParserError"),
+            ("an empty spec", "", "TypeError: argument of type 'NoneType' is not iterable"),
+            ("fixes as a list", "source: minideploy\nupdate_type: tool\nfixes: [bookworm]\n", "AttributeError: 'list' object has no attribute 'get'"),
+        ];
+        let crashes: &[(&str, &str, &str)] = &[
+            ("unknown distro", "source: minideploy\nupdate_type: tool\nfixes: {buster: \"0.2.0-1\"}\n", "KeyError: 'buster'"),
+            ("daemon-cluster", "source: minideploy\nupdate_type: daemon-cluster\nfixes: {bookworm: \"0.2.0-1\"}\n", "KeyError: 'daemon-cluster'"),
+            ("reboot", "source: minideploy\nupdate_type: reboot\nfixes: {bookworm: \"0.2.0-1\"}\n", "KeyError: 'reboot'"),
+            ("reboot-cluster", "source: minideploy\nupdate_type: reboot-cluster\nfixes: {bookworm: \"0.2.0-1\"}\n", "KeyError: 'reboot-cluster'"),
         ];
         for (what, command, code, says) in cases {
             let out = on_cumin_host(&env, &format!("cat > /tmp/s.yaml <<'EOF'\n{good}EOF\n{command}")).await;
@@ -366,7 +375,18 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
             assert_eq!(out.code, *code, "{what}: {text}");
             assert!(text.contains(says), "{what}: expected `{says}` in: {text}");
         }
-        for (what, spec, says) in bad_specs {
+        // The hosts are resolved before the spec is read.
+        let out = on_cumin_host(&env, "debdeploy deploy -u /tmp/none.yaml -s nosuch").await;
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("Invalid host group alias"), "{}{}", out.stdout, out.stderr);
+        // The canaries' package lists know 0.2.0-1: a spec that deployed would show.
+        let out = on_cumin_host(&env, "cumin --force --no-progress 'D{canary[1-2]}' 'apt-get -q update'").await;
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        for (what, spec, says, header) in bad_specs
+            .iter()
+            .map(|(w, s, t)| (w, s, t, false))
+            .chain(crashes.iter().map(|(w, s, t)| (w, s, t, true)))
+        {
             let out = on_cumin_host(&env, &format!(
                 "cat > /tmp/b.yaml <<'EOF'\n{spec}EOF\ndebdeploy deploy -u /tmp/b.yaml -s canaries"
             ))
@@ -374,6 +394,9 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
             let text = format!("{}{}", out.stdout, out.stderr);
             assert_eq!(out.code, 1, "{what}: {text}");
             assert!(text.contains(says), "{what}: expected `{says}` in: {text}");
+            let traceback = !says.contains("stanza") && !says.contains("invalid") && !says.contains("Invalid");
+            assert_eq!(out.stderr.contains("Traceback (most recent call last)"), traceback, "{what}: {text}");
+            assert_eq!(out.stdout.starts_with("Rolling out minideploy:\n"), header, "{what}: {text}");
         }
         // Nothing was installed by any of them; the good spec works.
         env.assert_versions(&all(PREVIOUS)).await;
@@ -386,6 +409,15 @@ async fn debdeploy_stand_in_checks_usage_and_spec() {
         assert!(out.stdout.contains("minideploy was updated: 0.1.0-1 -> 0.2.0-1\n  canary1 (1 hosts)"), "{}", out.stdout);
         assert!(out.stdout.contains("canary1\n  minideploy: 0.2.0-1"), "{}", out.stdout);
         assert!(out.stdout.contains("canary2\n  minideploy: 0.1.0-1"), "{}", out.stdout);
+        // `downgrade` is Python truthiness, as in the real tool.
+        let maybe = "source: minideploy\nupdate_type: tool\nfixes: {bookworm: \"0.1.0-1\"}\ndowngrade: maybe\n";
+        let out = on_cumin_host(&env, &format!(
+            "cat > /tmp/d.yaml <<'EOF'\n{maybe}EOF\ndebdeploy deploy -u /tmp/d.yaml -Q 'D{{canary1}}'"
+        ))
+        .await;
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("minideploy was updated: 0.2.0-1 -> 0.1.0-1"), "{}", out.stdout);
+        env.assert_versions(&all(PREVIOUS)).await;
     })
     .await;
 }
@@ -657,6 +689,103 @@ async fn a_promote_cut_off_halfway_resumes_without_redoing_batches() {
             assert!(
                 ledger.lock("promote", TAG, false).is_ok(),
                 "the lock was given back"
+            );
+        },
+    )
+    .await;
+}
+
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test]
+async fn a_frozen_host_times_out_its_batch_and_the_next_promote_resumes() {
+    // A deploy to a frozen host waits at least for cumin's ssh ConnectTimeout
+    // (10 s): a deploy timeout of 7 s fires first. Only batch 2 (app2, frozen)
+    // runs under it: on a loaded machine a healthy deploy may take longer.
+    run(
+        RolloutTool::Debdeploy,
+        |c| c.rollout.batch_size = 1,
+        |env| async move {
+            let config = env.config();
+            production::canary(&env.repo, config, &env.facts, false, &env.progress)
+                .await
+                .unwrap();
+            let one_batch = PromoteOptions {
+                max_batches: Some(1),
+                ..Default::default()
+            };
+            let outcome = production::promote(&env.repo, config, &one_batch, &env.progress)
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, PromoteOutcome::Partial { done: 1, total: 3 }),
+                "{outcome:?}"
+            );
+            let mut short = config.clone();
+            short.rollout.timeout_secs = 7;
+            let app2 = env.tb.fleet.host("app2").unwrap().container.clone();
+            let docker = |verb: &str| {
+                harness::support::process::cmd("docker", [verb, app2.as_str()])
+                    .run()
+                    .unwrap();
+            };
+            docker("pause");
+            let started = std::time::Instant::now();
+            let result =
+                production::promote(&env.repo, &short, &one_batch, &env.progress).await;
+            docker("unpause");
+            let msg = format!("{:#}", result.unwrap_err());
+            assert!(msg.contains("promote of 0.2.0 stopped at batch 2"), "{msg}");
+            assert!(msg.contains("did not finish within 7s"), "{msg}");
+            assert!(msg.contains("rollout.timeout_secs in "), "{msg}");
+            assert!(started.elapsed().as_secs() < 120, "{:?}", started.elapsed());
+            let record = env.record();
+            let batch2 = record
+                .steps
+                .iter()
+                .find(|s| s.kind == StepKind::Batch && s.batch == Some(2))
+                .unwrap();
+            assert_eq!(batch2.outcome, Some(Outcome::Failed));
+            assert!(batch2.message.contains("did not finish within 7s"), "{}", batch2.message);
+            let promote = record.last(StepKind::Promote).unwrap();
+            assert_eq!(promote.outcome, Some(Outcome::Failed));
+            assert!(
+                promote.message.starts_with("stopped at batch 2/3: `spec=$(mktemp"),
+                "{}",
+                promote.message
+            );
+            // The killed call's debdeploy may still run on the cumin host (killing
+            // the local end of `docker exec` or ssh does not reach it): let it end.
+            let out = on_cumin_host(
+                &env,
+                "for i in $(seq 60); do pgrep -f '[d]ebdeploy deploy' >/dev/null || exit 0; sleep 0.5; done; exit 1",
+            )
+            .await;
+            assert_eq!(out.code, 0, "debdeploy still runs on the cumin host");
+
+            let outcome =
+                production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
+                    .await
+                    .unwrap();
+            assert!(
+                matches!(outcome, PromoteOutcome::Promoted { hosts: 3, .. }),
+                "{outcome:?}"
+            );
+            env.assert_versions(&all(NEW)).await;
+            let batches: Vec<(usize, Option<Outcome>)> = env
+                .record()
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Batch)
+                .map(|s| (s.batch.unwrap(), s.outcome))
+                .collect();
+            assert_eq!(
+                batches,
+                [
+                    (1, Some(Outcome::Ok)),
+                    (2, Some(Outcome::Failed)),
+                    (2, Some(Outcome::Ok)),
+                    (3, Some(Outcome::Ok))
+                ]
             );
         },
     )

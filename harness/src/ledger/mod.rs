@@ -42,6 +42,7 @@ pub use self::record::{
     StepKind, Verdict,
 };
 use crate::support::git::Repo;
+use crate::support::process;
 
 pub const NOTES_REF: &str = "refs/notes/release-harness";
 pub const LOCK_REF: &str = "refs/release-harness/lock";
@@ -231,9 +232,7 @@ impl Ledger {
                     .to_rfc3339_opts(SecondsFormat::Millis, true),
                 token: format!("{}-{:016x}", std::process::id(), rand_bits()),
             };
-            let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
-            let message = serde_json::to_string_pretty(&holder)?;
-            let commit = self.git(&["commit-tree", &tree, "-m", &message])?;
+            let commit = self.lock_commit(&holder)?;
             if self.publish(
                 LOCK_REF,
                 Some(&commit),
@@ -248,6 +247,43 @@ impl Ledger {
             }
         }
         bail!("could not take the production lock {LOCK_REF}: it kept changing; run again")
+    }
+
+    /// The commit that carries `holder` on the lock ref.
+    fn lock_commit(&self, holder: &LockHolder) -> Result<String> {
+        let tree = self.git(&["hash-object", "-t", "tree", "-w", "/dev/null"])?;
+        let message = serde_json::to_string_pretty(holder)?;
+        self.git(&["commit-tree", &tree, "-m", &message])
+    }
+
+    /// Extends the lock's lease by LOCK_LEASE_SECS from now. Called between
+    /// the steps of a long operation (each promote batch, bounded by
+    /// rollout.timeout_secs), so a promote longer than one lease is never
+    /// taken for dead. Fails when the lock was taken over meanwhile.
+    pub fn renew(&self, lock: &mut Lock) -> Result<()> {
+        let (current, lease) = self.sync_ref(LOCK_REF)?;
+        let mut holder = lock.holder.clone();
+        holder.expires = (Utc::now() + chrono::Duration::seconds(LOCK_LEASE_SECS))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let commit = self.lock_commit(&holder)?;
+        if current.as_deref() != Some(lock.commit.as_str())
+            || !self.publish(
+                LOCK_REF,
+                Some(&commit),
+                current.as_deref(),
+                lease.as_deref(),
+            )?
+        {
+            bail!(
+                "stopped: the production lock of this {} of {} was taken over (--break-lock, \
+                 or its lease ran out); the other holder now changes production",
+                holder.operation,
+                holder.release
+            );
+        }
+        lock.holder = holder;
+        lock.commit = commit;
+        Ok(())
     }
 
     /// Gives the lock back, if it is still this one's.
@@ -326,11 +362,11 @@ impl Ledger {
             let refspec = format!("{}:{git_ref}", new.unwrap_or(""));
             let out = self.git_output(&["push", "--porcelain", &lease_arg, remote, &refspec])?;
             if !out.status.success() {
-                let text = format!(
+                let text = process::redact_urls(&format!(
                     "{}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
-                );
+                ));
                 if text.contains("[rejected]")
                     || text.contains("stale info")
                     || text.contains("fetch first")
@@ -523,6 +559,33 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_remote_never_shows_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = tagged_repo(&dir.path().join("r"));
+        let url = "https://ci:s3cr3t@127.0.0.1:9/x.git";
+        repo.git(&["remote", "add", "origin", url]).unwrap();
+        let ledger = Ledger::open(&repo).unwrap();
+        let failures = [
+            ledger.lock("promote", "1.0.0", false).map(|_| ()),
+            ledger
+                .start_step("1.0.0", Step::start(StepKind::Canary))
+                .map(|_| ()),
+            ledger
+                .publish(NOTES_REF, Some(&repo.head().unwrap()), None, None)
+                .map(|_| ()),
+        ];
+        for failure in failures {
+            let msg = format!("{:#}", failure.unwrap_err());
+            assert!(msg.contains("127.0.0.1:9"), "{msg}");
+            assert!(!msg.contains("s3cr3t"), "{msg}");
+        }
+        repo.notes_add("release", "1.0.0", &format!("push to {url} failed"))
+            .unwrap();
+        let note = repo.notes_show("release", "1.0.0").unwrap().unwrap();
+        assert_eq!(note, "push to https://***@127.0.0.1:9/x.git failed\n");
+    }
+
+    #[test]
     fn one_lock_at_a_time_across_clones() {
         let dir = tempfile::tempdir().unwrap();
         let ledgers = clones_of_one_remote(dir.path());
@@ -544,6 +607,24 @@ mod tests {
         ledgers[1].unlock(again).unwrap();
         assert!(ledgers[1].lock("promote", "1.0.0", false).is_err());
         ledgers[0].unlock(broken).unwrap();
+    }
+
+    #[test]
+    fn a_renewed_lease_runs_from_now_and_a_taken_lock_is_not_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let [a, b] = clones_of_one_remote(dir.path());
+        let mut held = a.lock("promote", "1.0.0", false).unwrap();
+        let first = parse_time(&held.holder.expires).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        a.renew(&mut held).unwrap();
+        let renewed = parse_time(&held.holder.expires).unwrap();
+        assert!(renewed > first, "{first} -> {renewed}");
+        // The other runner sees the renewed lease, not the first one.
+        let msg = format!("{:#}", b.lock("promote", "1.0.0", false).unwrap_err());
+        assert!(msg.contains(&held.holder.expires), "{msg}");
+        let _taken = b.lock("promote", "1.0.0", true).unwrap();
+        let msg = format!("{:#}", a.renew(&mut held).unwrap_err());
+        assert!(msg.contains("was taken over"), "{msg}");
     }
 
     #[test]

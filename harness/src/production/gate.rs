@@ -21,6 +21,7 @@ use crate::config::{Config, Gate, GateCheck};
 use crate::ledger::{self, CoverageFigures, Record, StepKind};
 pub use crate::ledger::{CheckResult, Verdict};
 use crate::production::rollout;
+use crate::support::process;
 use crate::support::progress::Progress;
 
 /// A check over hosts: any failure fails it, hosts that did not answer make
@@ -581,7 +582,15 @@ pub fn prometheus_check(
 ) -> CheckResult {
     let values = match prometheus_query(url, query, Duration::from_secs(10)) {
         Ok(v) => v,
-        Err(e) => return check(name, Verdict::Inconclusive, format!("{e:#}")),
+        // A Prometheus URL may carry basic-auth credentials; the detail is
+        // printed and kept in the ledger.
+        Err(e) => {
+            return check(
+                name,
+                Verdict::Inconclusive,
+                process::redact_urls(&format!("{e:#}")),
+            )
+        }
     };
     if values.is_empty() {
         return check(
@@ -757,6 +766,12 @@ mod tests {
         let c = prometheus_check("errors", &url, "x(", "<", 0.05);
         assert_eq!(c.verdict, Verdict::Inconclusive);
         assert!(c.detail.contains("400"), "{c:?}");
+        let secret = url.replace("http://", "http://ci:s3cr3t@");
+        let c = prometheus_check("errors", &secret, "x(", "<", 0.05);
+        assert!(c.detail.contains("http://***@127.0.0.1:"), "{c:?}");
+        assert!(!c.detail.contains("s3cr3t"), "{c:?}");
+        let c = prometheus_check("errors", "http://ci:s3cr3t@127.0.0.1:9", "x", "<", 0.05);
+        assert!(!c.detail.contains("s3cr3t"), "{c:?}");
     }
 
     #[test]

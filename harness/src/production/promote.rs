@@ -76,7 +76,7 @@ pub async fn promote(
         })?,
         None => waiting_release(&ledger)?,
     };
-    let lock = ledger.lock("promote", &record.tag, options.break_lock)?;
+    let mut lock = ledger.lock("promote", &record.tag, options.break_lock)?;
     report_takeover(&lock, progress);
     let promotion = Promotion {
         ledger: &ledger,
@@ -87,7 +87,7 @@ pub async fn promote(
         reason,
         progress,
     };
-    let result = promotion.run(&lock).await;
+    let result = promotion.run(&mut lock).await;
     ledger.unlock(lock)?;
     result
 }
@@ -132,7 +132,7 @@ struct Plan {
 }
 
 impl Promotion<'_> {
-    async fn run(&self, lock: &Lock) -> Result<PromoteOutcome> {
+    async fn run(&self, lock: &mut Lock) -> Result<PromoteOutcome> {
         let record = reread(self.ledger, self.tag)?;
         self.check_promotable(&record)?;
         close_cut_off_steps(
@@ -150,7 +150,7 @@ impl Promotion<'_> {
             }
         }
         let plan = self.plan(forced).await?;
-        self.run_batches(&plan, forced).await
+        self.run_batches(&plan, forced, lock).await
     }
 
     fn check_promotable(&self, record: &Record) -> Result<()> {
@@ -315,7 +315,15 @@ impl Promotion<'_> {
             .collect())
     }
 
-    async fn run_batches(&self, plan: &Plan, forced: bool) -> Result<PromoteOutcome> {
+    /// The lease of the lock is renewed before each batch rather than by a
+    /// background task: a batch is bounded (rollout.timeout_secs, well under
+    /// the lease), and the ledger is written by one task only.
+    async fn run_batches(
+        &self,
+        plan: &Plan,
+        forced: bool,
+        lock: &mut Lock,
+    ) -> Result<PromoteOutcome> {
         let (tag, total) = (self.tag, plan.batches.len());
         let total_hosts: usize = plan.batches.iter().map(Vec::len).sum();
         let allowed = (self.config.rollout.max_failed * total_hosts as f64).floor() as usize;
@@ -334,7 +342,26 @@ impl Promotion<'_> {
             if self.options.max_batches.is_some_and(|m| run_now >= m) {
                 return Ok(PromoteOutcome::Partial { done: i, total });
             }
-            let report = self.run_batch(number, total, hosts).await?;
+            self.ledger.renew(lock)?;
+            let report = match self.run_batch(number, total, hosts).await {
+                Ok(report) => report,
+                Err(e) => {
+                    // The batch step has the whole error; the promote step
+                    // says where it stopped. The next promote goes on from
+                    // there with the same batches.
+                    let full = format!("{e:#}");
+                    let cause = full
+                        .strip_prefix(&format!("promote of {tag} stopped at batch {number}: "))
+                        .unwrap_or(&full);
+                    let why = cause.lines().next().unwrap_or("");
+                    self.ledger
+                        .finish_step(tag, plan.step, Outcome::Failed, |s| {
+                            s.message = format!("stopped at batch {number}/{total}: {why}");
+                        })
+                        .with_context(|| format!("{e:#}"))?;
+                    return Err(e);
+                }
+            };
             run_now += 1;
             failed_hosts.extend(report.failed().into_iter().cloned());
             if failed_hosts.len() > allowed {

@@ -29,11 +29,13 @@ use crate::support::docker::ExecOutput;
 use crate::support::process;
 use crate::support::progress::Progress;
 
-/// Upper bound on one deploy call (debdeploy and cumin have none of their
-/// own: a hung client would block the rollout forever).
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Upper bound on one query (version check, host list, gate command).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Upper bound on one deploy call: `rollout.timeout_secs`.
+fn deploy_timeout(config: &Config) -> Duration {
+    Duration::from_secs(config.rollout.timeout_secs)
+}
+
 /// Where the txt output of cumin starts.
 const CUMIN_TXT_SEPARATOR: &str = "_____FORMATTED_OUTPUT_____";
 const SPEC_DELIMITER: &str = "RELEASE_HARNESS_SPEC";
@@ -90,9 +92,9 @@ pub async fn run_on_rollout_host(
     let command = process::cmd(program, args.iter().copied().chain([command_line]))
         // `docker exec -i` and ssh would read the harness's own stdin.
         .with(|e| e.stdin_null());
-    let output = tokio::task::spawn_blocking(move || command.output_within(timeout))
+    let output = command
+        .output_within_async(timeout)
         .await
-        .context("waiting for the rollout host")?
         .with_context(|| {
             format!(
                 "starting `{program}` (rollout.command_prefix in {} is {:?}); fix the prefix \
@@ -103,10 +105,13 @@ pub async fn run_on_rollout_host(
         })?;
     let Some(output) = output else {
         bail!(
-            "`{}` did not finish within {}s on the rollout host; a host may hang (neither \
-             debdeploy nor cumin bound their calls): look at the hosts, then run again",
+            "`{}` did not finish within {}s on the rollout host (a deploy is bounded by \
+             rollout.timeout_secs in {}, a query by {}s); a host may hang (neither debdeploy \
+             nor cumin bound their calls): look at the hosts, then run again",
             first_line(command_line),
-            timeout.as_secs()
+            timeout.as_secs(),
+            config.path.display(),
+            QUERY_TIMEOUT.as_secs()
         );
     };
     Ok(ExecOutput {
@@ -394,7 +399,7 @@ pub async fn deploy(
                 }
             }
             progress.info(&format!("debdeploy deploy {version} to {query}"));
-            let out = run_on_rollout_host(config, &commands[1], DEPLOY_TIMEOUT).await?;
+            let out = run_on_rollout_host(config, &commands[1], deploy_timeout(config)).await?;
             tool_exit = out.code;
             output = format!("{}{}", out.stdout, out.stderr);
             if !out.ok() {
@@ -412,7 +417,7 @@ pub async fn deploy(
         }
         RolloutTool::Cumin => {
             progress.info(&format!("cumin apt-get install {version} on {query}"));
-            let out = run_on_rollout_host(config, &commands[0], DEPLOY_TIMEOUT).await?;
+            let out = run_on_rollout_host(config, &commands[0], deploy_timeout(config)).await?;
             tool_exit = out.code;
             output = format!("{}{}", out.stdout, out.stderr);
             for (host, lines) in parse_cumin_txt(&out.stdout) {

@@ -359,9 +359,10 @@ impl Repo {
     }
 
     /// Attaches `text` to `object` under `refs/notes/<notes_ref>`, replacing a
-    /// note already there.
+    /// note already there. A URL's userinfo (a CI token) is not kept: notes
+    /// are pushed and read by everyone.
     pub fn notes_add(&self, notes_ref: &str, object: &str, text: &str) -> Result<()> {
-        let text = text.as_bytes().to_vec();
+        let text = process::redact_urls(text).into_bytes();
         self.command(&[
             "notes", "--ref", notes_ref, "add", "--force", "--file=-", object,
         ])
@@ -716,5 +717,25 @@ mod tests {
         );
         let err = repo.push(url, &["no-such-branch"]).unwrap_err().to_string();
         assert!(err.contains("git push --quiet"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_push_or_fetch_never_shows_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(&dir.path().join("work"));
+        commit_file(&repo, "a.txt", "1\n", "First");
+        let url = "https://ci:s3cr3t@127.0.0.1:9/x.git";
+        repo.git(&["remote", "add", "origin", url]).unwrap();
+        for remote in ["origin", url] {
+            for err in [
+                repo.push(remote, &["HEAD:refs/heads/main"]).unwrap_err(),
+                repo.fetch(remote, &["refs/tags/*:refs/tags/*"])
+                    .unwrap_err(),
+            ] {
+                let msg = format!("{err:#}");
+                assert!(msg.contains("127.0.0.1:9"), "{msg}");
+                assert!(!msg.contains("s3cr3t"), "{msg}");
+            }
+        }
     }
 }
