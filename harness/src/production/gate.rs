@@ -382,7 +382,7 @@ fn soak(decision: &SoakDecision, record: &Record) -> (CheckResult, u64) {
                 format!(
                     "{} on the canaries (minimum {}): {}",
                     human(elapsed),
-                    human(min),
+                    soak_length(min),
                     decision.reason
                 ),
             ),
@@ -398,7 +398,7 @@ fn soak(decision: &SoakDecision, record: &Record) -> (CheckResult, u64) {
                     "{} on the canaries, {} left of the minimum {}: {}",
                     human(elapsed),
                     human(left),
-                    human(min),
+                    soak_length(min),
                     decision.reason
                 ),
             ),
