@@ -255,11 +255,9 @@ async fn a_changed_line_verify_missed_keeps_the_full_soak() {
             {
                 PromoteOutcome::Soaking(gate) => {
                     assert!(!gate.soak.shortened, "{}", gate.summary());
-                    assert!(
-                        gate.soak_remaining_secs > FULL_SOAK_SECS - 120,
-                        "{}",
-                        gate.summary()
-                    );
+                    assert_eq!(gate.soak.secs, FULL_SOAK_SECS, "{}", gate.summary());
+                    // The floor is over; the full soak is not.
+                    assert!(gate.soak_remaining_secs > 0, "{}", gate.summary());
                     let soak = gate.checks.iter().find(|c| c.name == "soak").unwrap();
                     assert_eq!(soak.verdict, Verdict::Inconclusive, "{soak:?}");
                     assert!(
@@ -282,8 +280,8 @@ async fn a_changed_line_verify_missed_keeps_the_full_soak() {
             }
             let status = production::status(repo, config).unwrap();
             assert_eq!(status[0].state, State::Canary);
-            assert!(!status[0].soak.as_ref().unwrap().shortened);
-            assert!(status[0].soak_remaining_secs.unwrap() > (FULL_SOAK_SECS - 120) as i64);
+            assert_eq!(status[0].soak.as_ref().unwrap().secs, FULL_SOAK_SECS);
+            assert!(status[0].soak_remaining_secs.unwrap() > 0);
         })
     })
     .await;
