@@ -1,8 +1,9 @@
 //! `.gitlab-ci.yml`, the pipeline users copy: every `release-harness` call in
 //! its scripts parses with the real CLI (a renamed flag breaks this test),
 //! each job calls the subcommand it is named after, production jobs never
-//! overlap, the exit codes it tolerates are the CLI's, the JUnit report is
-//! where `release` writes it, and its rules start the right jobs in each kind
+//! overlap, the exit codes it tolerates are the CLI's, the JUnit and coverage
+//! reports are where `release` writes them (and the coverage regex finds the
+//! total in its summary), and its rules start the right jobs in each kind
 //! of pipeline (above all: the tag that `release` pushes does not release
 //! again).
 
@@ -269,6 +270,91 @@ fn the_junit_report_is_where_release_writes_it() {
             assert!(
                 paths.contains(&format!("{out}/").as_str()),
                 "job {name}: the .deb and reports under {out}/ are artifacts: {paths:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "verify and release");
+}
+
+/// The jobs that run `release` give GitLab the tool's coverage: the job's
+/// `coverage:` regex finds the total, and only the total, in the verify
+/// summary `release` prints; `coverage_report` is the Cobertura file it
+/// writes beside junit.xml. A tool that is not measured gives no figure.
+#[test]
+fn the_coverage_figure_and_report_are_the_ones_release_prints_and_writes() {
+    use harness::verify::coverage::{CoverageReport, FileLines, ScenarioCoverage};
+    let mut report = CoverageReport::new(vec!["minideploy".into()]);
+    report.add(
+        "fresh-install",
+        ScenarioCoverage {
+            lines: [(
+                "minideploy/deploy.py".to_string(),
+                FileLines {
+                    statements: (1..=7).collect(),
+                    executed: (1..=5).collect(),
+                },
+            )]
+            .into(),
+            import_only: Some(Ok([(
+                "minideploy/deploy.py".to_string(),
+                FileLines {
+                    statements: (1..=7).collect(),
+                    executed: (1..=2).collect(),
+                },
+            )]
+            .into())),
+            ..ScenarioCoverage::default()
+        },
+    );
+    let summary = format!("verify minideploy 0.2.0-1\n{}", report.summary());
+    assert_eq!(report.total.percent, 71.4);
+    let not_measured = CoverageReport::unavailable("mytool installs no Python module".into());
+
+    let p = pipeline();
+    let vars = script_vars(&p);
+    let mut checked = 0;
+    for (name, job) in jobs(&p) {
+        for call in calls(&name, &job, &vars) {
+            let Call::Cli(cli) = call else { continue };
+            let Command::Release(args) = &cli.command else {
+                continue;
+            };
+            let pattern = str_of(&job, "coverage")
+                .unwrap_or_else(|| panic!("job {name}: no coverage: regex"));
+            let pattern = pattern
+                .strip_prefix('/')
+                .and_then(|p| p.strip_suffix('/'))
+                .unwrap_or_else(|| panic!("job {name}: coverage: is written /regex/"));
+            // GitLab matches line by line and takes the last match.
+            let regex = regex::Regex::new(&format!("(?m){pattern}")).unwrap();
+            let figures: Vec<&str> = regex
+                .captures_iter(&summary)
+                .map(|c| c.get(1).unwrap().as_str())
+                .collect();
+            assert_eq!(figures, vec!["71.4"], "job {name}:\n{summary}");
+            assert!(
+                !regex.is_match(&not_measured.summary()),
+                "job {name}: {}",
+                not_measured.summary()
+            );
+
+            let cobertura = &job["artifacts"]["reports"]["coverage_report"];
+            assert_eq!(
+                str_of(cobertura, "coverage_format"),
+                Some("cobertura"),
+                "job {name}"
+            );
+            let path = str_of(cobertura, "path")
+                .unwrap_or_else(|| panic!("job {name}: no coverage_report path"));
+            let out = args.out.display().to_string();
+            // release writes <out>/<package>_<version>/coverage.xml.
+            let written = Path::new(&out)
+                .join("minideploy_0.2.0-1")
+                .join("coverage.xml");
+            assert!(
+                glob_matches(path, &written.display().to_string()),
+                "job {name}: {path}"
             );
             checked += 1;
         }

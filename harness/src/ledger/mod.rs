@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use self::record::hostname;
 pub use self::record::{
-    now, parse_time, Actor, CheckResult, CoverageFigures, HostResult, Outcome, Record, Step,
-    StepKind, Verdict,
+    now, parse_time, Actor, CheckResult, CoverageFigures, HostResult, Outcome, Record,
+    SoakDecision, Step, StepKind, Verdict,
 };
 use crate::support::git::Repo;
 use crate::support::process;

@@ -117,6 +117,9 @@ pub struct Step {
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// The soak a gate evaluation applied, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakDecision>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<HostResult>,
 }
@@ -137,6 +140,7 @@ impl Step {
             reason: None,
             message: String::new(),
             checks: Vec::new(),
+            soak: None,
             results: Vec::new(),
         }
     }
@@ -231,6 +235,16 @@ impl Record {
             .filter(|(_, s)| !s.finished())
             .collect()
     }
+}
+
+/// Which soak applies to a release on the canaries, and why (see
+/// `production::gate::soak_decision`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SoakDecision {
+    pub secs: u64,
+    /// The evidence floor applies.
+    pub shortened: bool,
+    pub reason: String,
 }
 
 /// What one gate check concluded.

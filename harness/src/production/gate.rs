@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Gate, GateCheck};
 use crate::ledger::{self, CoverageFigures, Record, StepKind};
-pub use crate::ledger::{CheckResult, Verdict};
+pub use crate::ledger::{CheckResult, SoakDecision, Verdict};
 use crate::production::rollout;
 use crate::support::process;
 use crate::support::progress::Progress;
@@ -51,7 +51,9 @@ fn check(name: &str, verdict: Verdict, detail: impl Into<String>) -> CheckResult
 #[derive(Debug, Clone, Serialize)]
 pub struct GateReport {
     pub checks: Vec<CheckResult>,
-    /// Time left of the minimum soak (zero once elapsed).
+    /// The soak that applies (the full one, or the evidence floor), and why.
+    pub soak: SoakDecision,
+    /// Time left of that soak (zero once elapsed).
     pub soak_remaining_secs: u64,
 }
 
@@ -138,17 +140,9 @@ pub async fn evaluate(
     checks.insert(0, soak);
     GateReport {
         checks,
+        soak: decision,
         soak_remaining_secs: remaining,
     }
-}
-
-/// Which soak applies, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SoakDecision {
-    pub secs: u64,
-    /// The evidence floor applies.
-    pub shortened: bool,
-    pub reason: String,
 }
 
 /// What an `evidence` check counted on the canaries.
@@ -241,6 +235,36 @@ pub fn soak_decision(
             missing.join("; ")
         ))
     }
+}
+
+/// The soak that applies to `record` now, without asking the canaries: the
+/// decision the last gate evaluation since the canary rollout recorded;
+/// before one (or from a ledger older than the decision), the decision from
+/// the recorded coverage, the evidence not yet counted.
+pub fn applied_soak(config: &Config, record: &Record) -> SoakDecision {
+    let since_canary = record
+        .steps
+        .iter()
+        .rposition(|s| s.kind == StepKind::Canary && s.ok())
+        .map_or(&record.steps[..0], |i| &record.steps[i..]);
+    let recorded = since_canary
+        .iter()
+        .rev()
+        .filter(|s| s.kind == StepKind::Gate)
+        .find_map(|s| s.soak.clone());
+    recorded.unwrap_or_else(|| {
+        let has_evidence_check = config
+            .gate
+            .checks
+            .iter()
+            .any(|c| matches!(c, GateCheck::Evidence { .. }));
+        let not_counted = Err("not counted yet (the gate counts it at `promote`)".to_string());
+        soak_decision(
+            &config.gate,
+            record.coverage.as_ref(),
+            has_evidence_check.then_some(&not_counted),
+        )
+    })
 }
 
 /// Runs an evidence command on the canaries (`{since}`: the end of the
@@ -359,7 +383,7 @@ fn soak(decision: &SoakDecision, record: &Record) -> (CheckResult, u64) {
                 format!(
                     "{} on the canaries (minimum {}): {}",
                     human(elapsed),
-                    human(min),
+                    soak_length(min),
                     decision.reason
                 ),
             ),
@@ -375,7 +399,7 @@ fn soak(decision: &SoakDecision, record: &Record) -> (CheckResult, u64) {
                     "{} on the canaries, {} left of the minimum {}: {}",
                     human(elapsed),
                     human(left),
-                    human(min),
+                    soak_length(min),
                     decision.reason
                 ),
             ),

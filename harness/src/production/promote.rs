@@ -204,6 +204,7 @@ impl Promotion<'_> {
         });
         self.ledger.finish_step(self.tag, index, outcome, |s| {
             s.checks = gate.checks.clone();
+            s.soak = Some(gate.soak.clone());
             s.reason = self.forced_reason(forced);
             s.message = takeover.clone().unwrap_or_default();
         })?;

@@ -4,9 +4,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{state_of, State};
+use super::{gate, state_of, State};
 use crate::config::Config;
-use crate::ledger::{self, CheckResult, Ledger, Outcome, Record, Step, StepKind};
+use crate::ledger::{self, CheckResult, Ledger, Outcome, Record, SoakDecision, Step, StepKind};
 use crate::support::git::Repo;
 use crate::support::progress::format_duration;
 
@@ -33,8 +33,11 @@ pub struct ReleaseStatus {
     pub timeline: Vec<TimelineEntry>,
     /// From the tag to the end of the promote.
     pub lead_time_secs: Option<i64>,
-    /// While on the canaries: time left of the minimum soak.
+    /// While on the canaries: time left of the soak that applies.
     pub soak_remaining_secs: Option<i64>,
+    /// While on the canaries: the soak that applies (the full one or the
+    /// evidence floor), and why (`gate::applied_soak`).
+    pub soak: Option<SoakDecision>,
     pub gate_evaluations: usize,
     pub last_gate: Vec<CheckResult>,
     /// Steps started and not finished (running now, or cut off).
@@ -71,13 +74,14 @@ pub fn release_status(config: &Config, r: &Record) -> ReleaseStatus {
         (Some(a), Some(b)) if state == State::Promoted => Some((b - a).num_seconds()),
         _ => None,
     };
-    let soak_remaining_secs = match (state, at(StepKind::Canary, true)) {
-        (State::Canary | State::Blocked, Some(t)) => {
-            let elapsed = (chrono::Utc::now() - t).num_seconds();
-            Some((config.gate.min_soak_secs as i64 - elapsed).max(0))
-        }
+    let soak = match (state, at(StepKind::Canary, true)) {
+        (State::Canary | State::Blocked, Some(t)) => Some((t, gate::applied_soak(config, r))),
         _ => None,
     };
+    let soak_remaining_secs = soak.as_ref().map(|(t, decision)| {
+        let elapsed = (chrono::Utc::now() - *t).num_seconds();
+        (decision.secs as i64 - elapsed).max(0)
+    });
     let gates: Vec<&Step> = r
         .steps
         .iter()
@@ -120,6 +124,7 @@ pub fn release_status(config: &Config, r: &Record) -> ReleaseStatus {
         timeline,
         lead_time_secs,
         soak_remaining_secs,
+        soak: soak.map(|(_, decision)| decision),
         gate_evaluations: gates.len(),
         last_gate: gates.last().map(|g| g.checks.clone()).unwrap_or_default(),
         unfinished: r
@@ -179,8 +184,12 @@ pub fn render_status(releases: &[ReleaseStatus]) -> String {
         }
         if let Some(s) = r.soak_remaining_secs {
             out.push_str(&format!(
-                "  soak remaining: {}\n",
-                format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+                "  soak remaining: {}{}\n",
+                format_duration(std::time::Duration::from_secs(s.max(0) as u64)),
+                r.soak
+                    .as_ref()
+                    .map(|d| format!("; {}", d.reason))
+                    .unwrap_or_default()
             ));
         }
         if !r.last_gate.is_empty() {
@@ -340,6 +349,90 @@ mod tests {
     #[test]
     fn renders_the_timeline_gate_and_unfinished_steps() {
         insta::assert_snapshot!(render_status(&statuses()));
+    }
+
+    /// On the canaries for ten minutes, of a release whose every changed
+    /// line verify exercised; the config has a one-hour evidence floor.
+    fn soaking_with_evidence() -> (Config, Record) {
+        let mut config = Config::default();
+        config.gate.evidence_floor_secs = Some(3600);
+        config.gate.checks.push(crate::config::GateCheck::Evidence {
+            name: "successful syncs".into(),
+            command: "count-syncs --since {since}".into(),
+            threshold: 10.0,
+        });
+        let mut r = release("0.4.0-1", "0.4.0");
+        let ago = |minutes: i64| {
+            (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        r.steps
+            .push(Step::done(Canary, &ago(10), &ago(10), "on the canaries"));
+        r.coverage = Some(crate::ledger::CoverageFigures {
+            covered: 120,
+            statements: 168,
+            changed_exercised: Some(4),
+            changed: Some(4),
+            ..Default::default()
+        });
+        (config, r)
+    }
+
+    #[test]
+    fn soak_remaining_follows_the_soak_that_applies() {
+        let (config, mut r) = soaking_with_evidence();
+        // No gate evaluation yet: the evidence is not counted, the full
+        // soak applies.
+        let s = release_status(&config, &r);
+        let left = s.soak_remaining_secs.unwrap();
+        assert!((86400 - 610..=86400 - 590).contains(&left), "{left}");
+        let reason = &s.soak.as_ref().unwrap().reason;
+        assert!(
+            reason.starts_with(
+                "the full 24 h soak applies: no evidence from the canaries: not counted yet"
+            ),
+            "{reason}"
+        );
+        let text = render_status(&[s]);
+        assert!(
+            text.contains("soak remaining: 14") && text.contains("s; the full 24 h soak applies"),
+            "{text}"
+        );
+
+        // The gate counted enough syncs: its decision, the floor, applies.
+        let mut gate_step = Step::start(Gate);
+        gate_step.outcome = Some(Soaking);
+        gate_step.finished_at = gate_step.started_at.clone().into();
+        gate_step.soak = Some(gate::soak_decision(
+            &config.gate,
+            r.coverage.as_ref(),
+            Some(&std::result::Result::Ok(gate::Evidence {
+                name: "successful syncs".into(),
+                count: 17.0,
+                threshold: 10.0,
+            })),
+        ));
+        r.steps.push(gate_step);
+        let s = release_status(&config, &r);
+        let left = s.soak_remaining_secs.unwrap();
+        assert!((3600 - 610..=3600 - 590).contains(&left), "{left}");
+        assert!(s.soak.as_ref().unwrap().shortened);
+        let text = render_status(&[s]);
+        assert!(
+            text.contains(
+                "; 4 of 4 changed lines exercised by verify, 17 successful syncs on the \
+                 canaries: the 1 h floor applies"
+            ),
+            "{text}"
+        );
+
+        // A decision from before the last canary rollout does not apply.
+        let mut again = r.steps[0].clone();
+        again.finished_at = Some(ledger::now());
+        r.steps.push(again);
+        let s = release_status(&config, &r);
+        assert!(!s.soak.unwrap().shortened);
+        assert!(s.soak_remaining_secs.unwrap() > 86000);
     }
 
     #[test]

@@ -114,33 +114,49 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         });
     }
 
+    // The warm verify without coverage, then with it: their ratio is what
+    // measuring costs.
     let mut verify_s = None;
+    let mut uncovered_s = None;
     if opts.verify {
-        // verify names its own step.
-        let previous = deb.clone(); // the suite needs one; the same package will do
-        let t = Instant::now();
-        let report = scenario::verify(
-            &docker,
-            &VerifyInput {
-                config: &config,
-                image: &image,
-                new: &deb,
-                previous: Some(&previous),
-                run_id: &docker::new_run_id(),
-                keep: false,
-                only: &[],
-            },
-            progress,
-        )
-        .await?;
-        verify_s = Some((secs(t.elapsed()), report.passed()));
+        for coverage in [false, true] {
+            let mut config = config.clone();
+            config.coverage.enabled = coverage;
+            // verify names its own step.
+            let previous = deb.clone(); // the suite needs one; the same package will do
+            let t = Instant::now();
+            let report = scenario::verify(
+                &docker,
+                &VerifyInput {
+                    config: &config,
+                    image: &image,
+                    new: &deb,
+                    previous: Some(&previous),
+                    run_id: &docker::new_run_id(),
+                    keep: false,
+                    only: &[],
+                },
+                progress,
+            )
+            .await?;
+            let figures = (secs(t.elapsed()), report.passed());
+            if coverage {
+                verify_s = Some(figures);
+            } else {
+                uncovered_s = Some(figures);
+            }
+        }
     }
     progress.finish_step(true);
 
     if opts.json {
         println!(
             "{}",
-            serde_json::json!({ "fleets": rows, "warm_verify_s": verify_s.map(|v| v.0) })
+            serde_json::json!({
+                "fleets": rows,
+                "warm_verify_s": verify_s.map(|v| v.0),
+                "warm_verify_without_coverage_s": uncovered_s.map(|v| v.0),
+            })
         );
         return Ok(());
     }
@@ -167,10 +183,14 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
          HTTP and apt repository, the deployment repository); ratio: fleet start / docker run;\n\
          growth: against the first row; install: the package on every host; deploy: one sync."
     );
-    if let Some((s, passed)) = verify_s {
+    let word = |passed: bool| if passed { "passed" } else { "FAILED" };
+    if let (Some((s, passed)), Some((off, off_passed))) = (verify_s, uncovered_s) {
         println!(
-            "warm verify of the default suite: {s:.1}s ({})",
-            if passed { "passed" } else { "FAILED" }
+            "warm verify of the default suite: {s:.1}s with coverage ({}), {off:.1}s without \
+             ({}): coverage costs {:.2}x",
+            word(passed),
+            word(off_passed),
+            ratio(s, off)
         );
     }
     Ok(())

@@ -1212,6 +1212,74 @@ diff --git a/pkg/new.py b/pkg/new.py
         );
     }
 
+    /// The same release measured over every scenario, then with one
+    /// dropped: the scenario that alone ran the new dry-run path takes its
+    /// lines with it (total and change coverage fall, the soak is the full
+    /// one again); dropping one that ran nothing new changes nothing.
+    #[test]
+    fn dropping_scenarios_lowers_the_coverage() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "pkg/deploy.py", DEPLOY_V1, "deploy");
+        repo.git(&["tag", "1.0.0"]).unwrap();
+        let v2 = DEPLOY_V1.replace(
+            "    done = []\n",
+            "    done = []\n    if dry_run:\n        return []\n",
+        );
+        commit_file(&repo, "pkg/deploy.py", &v2, "deploy: a dry run");
+        let statements = [1, 4, 5, 6, 7, 8, 9, 10];
+        let scenarios = [
+            ("fresh-install", ran(&[1, 4, 5, 6, 8, 9, 10], &statements)),
+            ("dry-run", ran(&[1, 4, 5, 6, 7], &statements)),
+            ("upgrade", ran(&[1, 4, 5, 6, 8], &statements)),
+        ];
+        let measure = |names: &[&str]| {
+            let mut report = CoverageReport::new(vec!["pkg".into()]);
+            for (name, lines) in scenarios.iter().filter(|(n, _)| names.contains(n)) {
+                report.add(
+                    name,
+                    ScenarioCoverage {
+                        lines: lines.clone(),
+                        hosts: vec!["deploy1".into()],
+                        ..ScenarioCoverage::default()
+                    },
+                );
+            }
+            report.finish(&Config::default(), &repo, Some("1.0.0"), "");
+            report
+        };
+        let mut gate = Config::default().gate;
+        gate.evidence_floor_secs = Some(3600);
+        let syncs = Ok(Evidence {
+            name: "successful syncs".into(),
+            count: 17.0,
+            threshold: 10.0,
+        });
+        let decide = |r: &CoverageReport| soak_decision(&gate, Some(&r.figures()), Some(&syncs));
+
+        let all = measure(&["fresh-install", "dry-run", "upgrade"]);
+        assert_eq!((all.total.covered, all.total.statements), (8, 8));
+        let change = all.changed.as_ref().unwrap();
+        assert_eq!((change.exercised, change.changed), (2, 2));
+        assert!(decide(&all).shortened);
+
+        let without_upgrade = measure(&["fresh-install", "dry-run"]);
+        assert_eq!(without_upgrade.total, all.total);
+        assert_eq!(without_upgrade.changed, all.changed);
+
+        let without_dry_run = measure(&["fresh-install", "upgrade"]);
+        assert_eq!(
+            (without_dry_run.total.covered, without_dry_run.total.percent),
+            (7, 87.5)
+        );
+        let change = without_dry_run.changed.as_ref().unwrap();
+        assert_eq!((change.exercised, change.changed), (1, 2));
+        assert_eq!(change.unexercised, vec!["pkg/deploy.py:7"]);
+        let decision = decide(&without_dry_run);
+        assert!(!decision.shortened, "{decision:?}");
+        assert_eq!(decision.secs, gate.min_soak_secs);
+    }
+
     #[test]
     fn a_module_never_imported_counts_its_changed_code() {
         let dir = tempfile::tempdir().unwrap();
