@@ -39,33 +39,41 @@ pub struct Config {
 pub struct Package {
     /// Debian package name; default: `Source:` of `debian/control`.
     pub name: Option<String>,
-    /// Files that carry the version. Default: `<name>/version.py` with
-    /// `__version__ = "{version}"`, as scap wrote it.
-    pub version_files: Vec<VersionFile>,
-    /// Debian revision appended to the upstream version (`4.12.0` -> `4.12.0-1`).
-    /// Empty for a native package.
-    pub debian_revision: String,
+    /// Files that carry the version. Absent: `<name>/version.py` with
+    /// `__version__ = "{version}"`, as scap wrote it; `[]`: none, the version
+    /// lives in debian/changelog only.
+    pub version_files: Option<Vec<VersionFile>>,
+    /// Debian revision appended to the upstream version (`4.12.0` ->
+    /// `4.12.0-1`); empty for a native package. Absent: the revision of
+    /// debian/changelog's newest entry, as it is (`1+deb12u1` stays).
+    pub debian_revision: Option<String>,
     /// The branch releases are cut from.
     pub release_branch: String,
     /// How a release tag is named; `{version}` is the upstream version.
     pub tag_format: String,
-    pub distribution: String,
-    pub urgency: String,
+    /// The new changelog entry's distribution. Absent: the newest entry's.
+    pub distribution: Option<String>,
+    /// The new changelog entry's urgency. Absent: the newest entry's.
+    pub urgency: Option<String>,
     /// `Name <email>` for the changelog trailer; default: the git identity.
     pub maintainer: Option<String>,
+    /// The release commit's subject: `{version}` (upstream),
+    /// `{debian_version}`, `{package}` and `{tag}` are filled in.
+    pub commit_subject: String,
 }
 
 impl Default for Package {
     fn default() -> Self {
         Package {
             name: None,
-            version_files: Vec::new(),
-            debian_revision: "1".into(),
+            version_files: None,
+            debian_revision: None,
             release_branch: "main".into(),
             tag_format: "{version}".into(),
-            distribution: "unstable".into(),
-            urgency: "medium".into(),
+            distribution: None,
+            urgency: None,
             maintainer: None,
+            commit_subject: "Release {version}".into(),
         }
     }
 }
@@ -97,6 +105,9 @@ pub struct Build {
     pub suite: String,
     /// Run lintian on the result: errors fail the build, warnings are reported.
     pub lintian: bool,
+    /// lintian tags not to report (`bad-distribution-in-changes-file` for a
+    /// private distribution), beside the package's own lintian-overrides.
+    pub lintian_suppress: Vec<String>,
     /// Packages added to the builder image beside the Build-Depends.
     pub extra_packages: Vec<String>,
     /// Upper bound for the build inside the container.
@@ -109,6 +120,7 @@ impl Default for Build {
             builder: Builder::DpkgBuildpackage,
             suite: "bookworm".into(),
             lintian: true,
+            lintian_suppress: Vec::new(),
             extra_packages: Vec::new(),
             timeout_secs: 900,
         }
@@ -473,12 +485,27 @@ impl Config {
                 })?,
             );
         }
-        if self.package.version_files.is_empty() && self.build.builder != Builder::CargoDeb {
-            let name = self.package_name().replace('-', "_");
-            self.package.version_files.push(VersionFile {
-                path: PathBuf::from(format!("{name}/version.py")),
-                line: "__version__ = \"{version}\"".into(),
-            });
+        if self.package.version_files.is_none() {
+            // A Rust project's version is in Cargo.toml, which cargo-deb reads.
+            let defaults = if self.build.builder == Builder::CargoDeb {
+                Vec::new()
+            } else {
+                let name = self.package_name().replace('-', "_");
+                vec![VersionFile {
+                    path: PathBuf::from(format!("{name}/version.py")),
+                    line: "__version__ = \"{version}\"".into(),
+                }]
+            };
+            self.package.version_files = Some(defaults);
+        }
+        // The changelog's own conventions, unless release.toml says otherwise;
+        // an unreadable changelog is reported by the bump, with its line.
+        if let Ok(top) = crate::support::debian::changelog_top(project) {
+            let p = &mut self.package;
+            p.debian_revision
+                .get_or_insert_with(|| top.revision().unwrap_or("").to_string());
+            p.distribution.get_or_insert(top.distribution);
+            p.urgency.get_or_insert(top.urgency);
         }
         Ok(())
     }
@@ -491,7 +518,7 @@ impl Config {
                 None => format!("{}: key {key}", self.path.display()),
             }
         };
-        for (i, vf) in self.package.version_files.iter().enumerate() {
+        for (i, vf) in self.version_files().iter().enumerate() {
             if !vf.line.contains("{version}") && !vf.line.contains("{upstream}") {
                 bail!(
                     "{} (entry {}): `{}` has no {{version}} or {{upstream}} placeholder; \
@@ -578,12 +605,32 @@ impl Config {
         self.package.name.as_deref().unwrap_or("unnamed")
     }
 
+    /// The version files (none before `load` fills in the default).
+    pub fn version_files(&self) -> &[VersionFile] {
+        self.package.version_files.as_deref().unwrap_or_default()
+    }
+
+    /// The Debian revision a release gets: release.toml's, else the
+    /// changelog's (filled in by `load`), else `1`.
+    pub fn debian_revision(&self) -> &str {
+        self.package.debian_revision.as_deref().unwrap_or("1")
+    }
+
+    /// The new changelog entry's distribution and urgency: release.toml's,
+    /// else the newest entry's (filled in by `load`), else Debian's usual.
+    pub fn distribution(&self) -> &str {
+        self.package.distribution.as_deref().unwrap_or("unstable")
+    }
+
+    pub fn urgency(&self) -> &str {
+        self.package.urgency.as_deref().unwrap_or("medium")
+    }
+
     /// Full Debian version for an upstream version: `4.12.0` -> `4.12.0-1`.
     pub fn debian_version(&self, upstream: &str) -> String {
-        if self.package.debian_revision.is_empty() {
-            upstream.to_string()
-        } else {
-            format!("{upstream}-{}", self.package.debian_revision)
+        match self.debian_revision() {
+            "" => upstream.to_string(),
+            revision => format!("{upstream}-{revision}"),
         }
     }
 

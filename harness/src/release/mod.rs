@@ -183,9 +183,9 @@ pub async fn release(
     };
     let tagged_at = crate::ledger::now();
     progress.info(&format!(
-        "commit {} `Release {}`, tag {}",
+        "commit {} `{}`, tag {}",
         &bumped.commit[..10.min(bumped.commit.len())],
-        bumped.upstream,
+        bumped.subject,
         bumped.tag
     ));
 
