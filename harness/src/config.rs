@@ -545,6 +545,18 @@ impl Config {
                 self.package.tag_format
             );
         }
+        let lintian_tag = |t: &String| {
+            t.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        };
+        if let Some(bad) = self.build.lintian_suppress.iter().find(|t| !lintian_tag(t)) {
+            bail!(
+                "{}: `{bad}` is not a lintian tag name (lowercase letters, digits, - + .; \
+                 e.g. \"bad-distribution-in-changes-file\")",
+                at("lintian_suppress")
+            );
+        }
         if self.fleet.canaries == 0 {
             bail!(
                 "{}: a fleet needs at least one canary; set fleet.canaries = 1 or more",
@@ -761,6 +773,51 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("no release.toml in"), "{msg}");
         assert!(msg.contains("fix: create"), "{msg}");
+    }
+
+    #[test]
+    fn lintian_suppress_takes_tag_names_only() {
+        let c =
+            parse("[build]\nlintian_suppress = [\"bad-distribution-in-changes-file\"]\n").unwrap();
+        assert_eq!(
+            c.build.lintian_suppress,
+            ["bad-distribution-in-changes-file"]
+        );
+        let err = parse("[build]\n\nlintian_suppress = [\"x; rm -rf /\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("proj/release.toml:3: key lintian_suppress: `x; rm -rf /` is not"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn absent_keys_take_the_changelog_s_conventions_set_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
+        std::fs::write(
+            dir.path().join("debian/changelog"),
+            "tool (2.1-1+deb12u1) bookworm-wikimedia; urgency=high\n\n  * x\n\n \
+             -- A B <a@example.org>  Mon, 01 Jan 2024 10:00:00 +0000\n",
+        )
+        .unwrap();
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+            Config::load(dir.path()).unwrap()
+        };
+        let c = load("[package]\nname = \"tool\"\n");
+        assert_eq!(c.debian_version("2.2"), "2.2-1+deb12u1");
+        assert_eq!(c.distribution(), "bookworm-wikimedia");
+        assert_eq!(c.urgency(), "high");
+        assert_eq!(c.version_files()[0].path, Path::new("tool/version.py"));
+        let c = load(
+            "[package]\nname = \"tool\"\ndebian_revision = \"\"\ndistribution = \
+             \"unstable\"\nurgency = \"low\"\nversion_files = []\n",
+        );
+        assert_eq!(c.debian_version("2.2"), "2.2");
+        assert_eq!(c.distribution(), "unstable");
+        assert_eq!(c.urgency(), "low");
+        assert!(c.version_files().is_empty());
     }
 
     #[test]

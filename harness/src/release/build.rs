@@ -352,14 +352,21 @@ async fn run_lintian(
     progress: &dyn Fn(&str),
 ) -> Result<(Vec<String>, Vec<String>)> {
     let started = Instant::now();
+    let suppress = &config.build.lintian_suppress;
     let run = docker::exec(
         docker,
         container,
         None,
-        &format!("cd {OUT_DIR} && lintian --no-tag-display-limit {target} 2>&1"),
+        &format!("cd {OUT_DIR} && {} 2>&1", lintian_command(target, suppress)),
     )
     .await?;
-    let (warnings, errors) = lintian_tags(&run.stdout);
+    let (mut warnings, errors) = lintian_tags(&run.stdout);
+    if !suppress.is_empty() {
+        let known = docker::exec(docker, container, None, "lintian --list-tags").await?;
+        if known.ok() {
+            warnings.extend(unknown_suppressed(config, &known.stdout));
+        }
+    }
     progress(&format!(
         "lintian: {} errors, {} warnings ({:.1}s)",
         errors.len(),
@@ -368,8 +375,9 @@ async fn run_lintian(
     ));
     if !errors.is_empty() {
         bail!(
-            "lintian found errors in the built package:\n{}\n  fix: correct the packaging, or \
-             set build.lintian = false in {} to skip the check",
+            "lintian found errors in the built package:\n{}\n  fix: correct the packaging; \
+             or override a tag in debian/<package>.lintian-overrides, or list it in \
+             build.lintian_suppress in {}; build.lintian = false skips the check",
             indent(&errors.join("\n")),
             config.path.display()
         );
@@ -383,6 +391,38 @@ async fn run_lintian(
         );
     }
     Ok((warnings, errors))
+}
+
+/// lintian's command line. The package's own overrides
+/// (`debian/<pkg>.lintian-overrides`, installed into the .deb by dh_lintian)
+/// are read by lintian from the .deb; `build.lintian_suppress` is passed as
+/// `--suppress-tags` (its names are checked by `Config::parse`, so they need
+/// no quoting).
+fn lintian_command(target: &str, suppress: &[String]) -> String {
+    let mut command = String::from("lintian --no-tag-display-limit");
+    if !suppress.is_empty() {
+        command.push_str(&format!(" --suppress-tags {}", suppress.join(",")));
+    }
+    format!("{command} {target}")
+}
+
+/// A warning for each `build.lintian_suppress` tag that `lintian
+/// --list-tags` (`known`) does not list: a typo suppresses nothing.
+fn unknown_suppressed(config: &Config, known: &str) -> Vec<String> {
+    let known: std::collections::HashSet<&str> = known.lines().map(str::trim).collect();
+    config
+        .build
+        .lintian_suppress
+        .iter()
+        .filter(|tag| !known.contains(tag.as_str()))
+        .map(|tag| {
+            format!(
+                "build.lintian_suppress in {} names `{tag}`, a tag this lintian does not \
+                 know: it suppresses nothing (a typo, or a tag of another lintian version?)",
+                config.path.display()
+            )
+        })
+        .collect()
 }
 
 /// `W:` and `E:` lines of lintian's output.
@@ -522,6 +562,38 @@ async fn download_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lintian_suppress_reaches_the_command_and_unknown_tags_warn() {
+        assert_eq!(
+            lintian_command("*.changes", &[]),
+            "lintian --no-tag-display-limit *.changes"
+        );
+        let suppress = vec![
+            "bad-distribution-in-changes-file".to_string(),
+            "no-such-tagg".to_string(),
+        ];
+        assert_eq!(
+            lintian_command("x.deb", &suppress),
+            "lintian --no-tag-display-limit --suppress-tags \
+             bad-distribution-in-changes-file,no-such-tagg x.deb"
+        );
+        let mut config = Config {
+            path: "release.toml".into(),
+            ..Config::default()
+        };
+        config.build.lintian_suppress = suppress;
+        let known = "bad-distribution-in-changes-file\nbinary-without-manpage\n";
+        let warnings = unknown_suppressed(&config, known);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "build.lintian_suppress in release.toml names `no-such-tagg`, a tag this \
+                 lintian does not know"
+            ),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn lintian_lines_are_sorted_by_level() {
