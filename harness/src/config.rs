@@ -646,15 +646,21 @@ impl Config {
         }
     }
 
+    /// The release tag of an upstream version. A `~` (`1.0~rc1`), which git
+    /// refuses in a tag name, is written `_` as DEP-14 does; a Debian
+    /// version never holds a `_`, so the tag reads back unambiguously.
     pub fn tag_for(&self, upstream: &str) -> String {
-        self.package.tag_format.replace("{version}", upstream)
+        self.package
+            .tag_format
+            .replace("{version}", &upstream.replace('~', "_"))
     }
 
     /// The inverse of `tag_for`: the upstream version a tag names, if it is
     /// one of ours.
-    pub fn version_of_tag<'a>(&self, tag: &'a str) -> Option<&'a str> {
+    pub fn version_of_tag(&self, tag: &str) -> Option<String> {
         let (pre, post) = self.package.tag_format.split_once("{version}")?;
-        tag.strip_prefix(pre)?.strip_suffix(post)
+        let version = tag.strip_prefix(pre)?.strip_suffix(post)?;
+        Some(version.replace('_', "~"))
     }
 
     /// Template variables shared by fleet files, commands and the sync.
@@ -824,8 +830,11 @@ mod tests {
     fn tags_round_trip() {
         let c = parse("[package]\ntag_format = \"v{version}\"\n").unwrap();
         assert_eq!(c.tag_for("1.2.3"), "v1.2.3");
-        assert_eq!(c.version_of_tag("v1.2.3"), Some("1.2.3"));
+        assert_eq!(c.version_of_tag("v1.2.3").as_deref(), Some("1.2.3"));
         assert_eq!(c.version_of_tag("1.2.3"), None);
+        // DEP-14: git refuses `~` in a tag name.
+        assert_eq!(c.tag_for("1.0~rc1"), "v1.0_rc1");
+        assert_eq!(c.version_of_tag("v1.0_rc1").as_deref(), Some("1.0~rc1"));
     }
 
     #[test]

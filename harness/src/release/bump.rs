@@ -229,11 +229,7 @@ pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
     let at_head: Vec<(String, String)> = repo
         .git(&["tag", "--points-at", "HEAD"])?
         .lines()
-        .filter_map(|t| {
-            config
-                .version_of_tag(t)
-                .map(|v| (t.to_string(), v.to_string()))
-        })
+        .filter_map(|t| config.version_of_tag(t).map(|v| (t.to_string(), v)))
         .collect();
     let (tag, upstream) = match at_head.as_slice() {
         [one] => one.clone(),
@@ -447,9 +443,15 @@ mod tests {
         );
         let err = msg(plan(dir.path(), &repo, &c, &exact("v5")).unwrap_err());
         assert!(err.contains("must start with a digit"), "{err}");
-        let err = msg(plan(dir.path(), &repo, &c, &exact("5.0~rc1")).unwrap_err());
+        // Any Debian upstream version; git's refusal of `~` is met as DEP-14 does.
+        let rc = plan(dir.path(), &repo, &c, &exact("5.0~rc1")).unwrap();
+        assert_eq!(
+            (rc.tag.as_str(), rc.debian_version.as_str()),
+            ("5.0_rc1", "5.0~rc1-1")
+        );
+        let err = msg(plan(dir.path(), &repo, &c, &exact("4.12.0~rc1")).unwrap_err());
         assert!(
-            err.contains("`5.0~rc1` is not a valid git tag name"),
+            err.contains("version 4.12.0~rc1 is not greater than the previous release 4.12.0"),
             "{err}"
         );
 

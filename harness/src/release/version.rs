@@ -94,7 +94,7 @@ pub(super) fn release_below(
             continue;
         }
         if best.as_ref().is_none_or(|(v, _, _)| parsed > *v) {
-            best = Some((parsed, tag.clone(), upstream.to_string()));
+            best = Some((parsed, tag.clone(), upstream));
         }
     }
     Ok(best.map(|(_, tag, upstream)| (tag, upstream)))
