@@ -352,21 +352,29 @@ async fn run_lintian(
     progress: &dyn Fn(&str),
 ) -> Result<(Vec<String>, Vec<String>)> {
     let started = Instant::now();
-    let suppress = &config.build.lintian_suppress;
+    // lintian refuses to run with an unknown tag in --suppress-tags: only
+    // the tags it knows are passed, the others are reported.
+    let mut suppress = config.build.lintian_suppress.clone();
+    let mut unknown = Vec::new();
+    if !suppress.is_empty() {
+        let known =
+            docker::exec(docker, container, None, "lintian-explain-tags --list-tags").await?;
+        if known.ok() {
+            (suppress, unknown) = split_suppressed(config, &known.stdout);
+        }
+    }
     let run = docker::exec(
         docker,
         container,
         None,
-        &format!("cd {OUT_DIR} && {} 2>&1", lintian_command(target, suppress)),
+        &format!(
+            "cd {OUT_DIR} && {} 2>&1",
+            lintian_command(target, &suppress)
+        ),
     )
     .await?;
     let (mut warnings, errors) = lintian_tags(&run.stdout);
-    if !suppress.is_empty() {
-        let known = docker::exec(docker, container, None, "lintian --list-tags").await?;
-        if known.ok() {
-            warnings.extend(unknown_suppressed(config, &known.stdout));
-        }
-    }
+    warnings.extend(unknown);
     progress(&format!(
         "lintian: {} errors, {} warnings ({:.1}s)",
         errors.len(),
@@ -406,15 +414,19 @@ fn lintian_command(target: &str, suppress: &[String]) -> String {
     format!("{command} {target}")
 }
 
-/// A warning for each `build.lintian_suppress` tag that `lintian
-/// --list-tags` (`known`) does not list: a typo suppresses nothing.
-fn unknown_suppressed(config: &Config, known: &str) -> Vec<String> {
+/// `build.lintian_suppress` split by `lintian-explain-tags --list-tags`
+/// (`known`): the tags lintian knows, and a warning for each other one (a
+/// typo suppresses nothing).
+fn split_suppressed(config: &Config, known: &str) -> (Vec<String>, Vec<String>) {
     let known: std::collections::HashSet<&str> = known.lines().map(str::trim).collect();
-    config
+    let (known, unknown): (Vec<String>, Vec<String>) = config
         .build
         .lintian_suppress
         .iter()
-        .filter(|tag| !known.contains(tag.as_str()))
+        .cloned()
+        .partition(|tag| known.contains(tag.as_str()));
+    let warnings = unknown
+        .iter()
         .map(|tag| {
             format!(
                 "build.lintian_suppress in {} names `{tag}`, a tag this lintian does not \
@@ -422,7 +434,8 @@ fn unknown_suppressed(config: &Config, known: &str) -> Vec<String> {
                 config.path.display()
             )
         })
-        .collect()
+        .collect();
+    (known, warnings)
 }
 
 /// `W:` and `E:` lines of lintian's output.
@@ -584,7 +597,8 @@ mod tests {
         };
         config.build.lintian_suppress = suppress;
         let known = "bad-distribution-in-changes-file\nbinary-without-manpage\n";
-        let warnings = unknown_suppressed(&config, known);
+        let (passed, warnings) = split_suppressed(&config, known);
+        assert_eq!(passed, ["bad-distribution-in-changes-file"]);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with(
