@@ -39,33 +39,41 @@ pub struct Config {
 pub struct Package {
     /// Debian package name; default: `Source:` of `debian/control`.
     pub name: Option<String>,
-    /// Files that carry the version. Default: `<name>/version.py` with
-    /// `__version__ = "{version}"`, as scap wrote it.
-    pub version_files: Vec<VersionFile>,
-    /// Debian revision appended to the upstream version (`4.12.0` -> `4.12.0-1`).
-    /// Empty for a native package.
-    pub debian_revision: String,
+    /// Files that carry the version. Absent: `<name>/version.py` with
+    /// `__version__ = "{version}"`, as scap wrote it; `[]`: none, the version
+    /// lives in debian/changelog only.
+    pub version_files: Option<Vec<VersionFile>>,
+    /// Debian revision appended to the upstream version (`4.12.0` ->
+    /// `4.12.0-1`); empty for a native package. Absent: the revision of
+    /// debian/changelog's newest entry, as it is (`1+deb12u1` stays).
+    pub debian_revision: Option<String>,
     /// The branch releases are cut from.
     pub release_branch: String,
     /// How a release tag is named; `{version}` is the upstream version.
     pub tag_format: String,
-    pub distribution: String,
-    pub urgency: String,
+    /// The new changelog entry's distribution. Absent: the newest entry's.
+    pub distribution: Option<String>,
+    /// The new changelog entry's urgency. Absent: the newest entry's.
+    pub urgency: Option<String>,
     /// `Name <email>` for the changelog trailer; default: the git identity.
     pub maintainer: Option<String>,
+    /// The release commit's subject: `{version}` (upstream),
+    /// `{debian_version}`, `{package}` and `{tag}` are filled in.
+    pub commit_subject: String,
 }
 
 impl Default for Package {
     fn default() -> Self {
         Package {
             name: None,
-            version_files: Vec::new(),
-            debian_revision: "1".into(),
+            version_files: None,
+            debian_revision: None,
             release_branch: "main".into(),
             tag_format: "{version}".into(),
-            distribution: "unstable".into(),
-            urgency: "medium".into(),
+            distribution: None,
+            urgency: None,
             maintainer: None,
+            commit_subject: "Release {version}".into(),
         }
     }
 }
@@ -97,6 +105,9 @@ pub struct Build {
     pub suite: String,
     /// Run lintian on the result: errors fail the build, warnings are reported.
     pub lintian: bool,
+    /// lintian tags not to report (`bad-distribution-in-changes-file` for a
+    /// private distribution), beside the package's own lintian-overrides.
+    pub lintian_suppress: Vec<String>,
     /// Packages added to the builder image beside the Build-Depends.
     pub extra_packages: Vec<String>,
     /// Upper bound for the build inside the container.
@@ -109,6 +120,7 @@ impl Default for Build {
             builder: Builder::DpkgBuildpackage,
             suite: "bookworm".into(),
             lintian: true,
+            lintian_suppress: Vec::new(),
             extra_packages: Vec::new(),
             timeout_secs: 900,
         }
@@ -635,12 +647,27 @@ impl Config {
                 })?,
             );
         }
-        if self.package.version_files.is_empty() && self.build.builder != Builder::CargoDeb {
-            let name = self.package_name().replace('-', "_");
-            self.package.version_files.push(VersionFile {
-                path: PathBuf::from(format!("{name}/version.py")),
-                line: "__version__ = \"{version}\"".into(),
-            });
+        if self.package.version_files.is_none() {
+            // A Rust project's version is in Cargo.toml, which cargo-deb reads.
+            let defaults = if self.build.builder == Builder::CargoDeb {
+                Vec::new()
+            } else {
+                let name = self.package_name().replace('-', "_");
+                vec![VersionFile {
+                    path: PathBuf::from(format!("{name}/version.py")),
+                    line: "__version__ = \"{version}\"".into(),
+                }]
+            };
+            self.package.version_files = Some(defaults);
+        }
+        // The changelog's own conventions, unless release.toml says otherwise;
+        // an unreadable changelog is reported by the bump, with its line.
+        if let Ok(top) = crate::support::debian::changelog_top(project) {
+            let p = &mut self.package;
+            p.debian_revision
+                .get_or_insert_with(|| top.revision().unwrap_or("").to_string());
+            p.distribution.get_or_insert(top.distribution);
+            p.urgency.get_or_insert(top.urgency);
         }
         Ok(())
     }
@@ -653,7 +680,7 @@ impl Config {
                 None => format!("{}: key {key}", self.path.display()),
             }
         };
-        for (i, vf) in self.package.version_files.iter().enumerate() {
+        for (i, vf) in self.version_files().iter().enumerate() {
             if !vf.line.contains("{version}") && !vf.line.contains("{upstream}") {
                 bail!(
                     "{} (entry {}): `{}` has no {{version}} or {{upstream}} placeholder; \
@@ -678,6 +705,18 @@ impl Config {
                 "{}: `{}` has no {{version}} placeholder (e.g. \"v{{version}}\")",
                 at("tag_format"),
                 self.package.tag_format
+            );
+        }
+        let lintian_tag = |t: &String| {
+            t.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        };
+        if let Some(bad) = self.build.lintian_suppress.iter().find(|t| !lintian_tag(t)) {
+            bail!(
+                "{}: `{bad}` is not a lintian tag name (lowercase letters, digits, - + .; \
+                 e.g. \"bad-distribution-in-changes-file\")",
+                at("lintian_suppress")
             );
         }
         if self.fleet.canaries == 0 {
@@ -940,24 +979,50 @@ impl Config {
         self.package.name.as_deref().unwrap_or("unnamed")
     }
 
+    /// The version files (none before `load` fills in the default).
+    pub fn version_files(&self) -> &[VersionFile] {
+        self.package.version_files.as_deref().unwrap_or_default()
+    }
+
+    /// The Debian revision a release gets: release.toml's, else the
+    /// changelog's (filled in by `load`), else `1`.
+    pub fn debian_revision(&self) -> &str {
+        self.package.debian_revision.as_deref().unwrap_or("1")
+    }
+
+    /// The new changelog entry's distribution and urgency: release.toml's,
+    /// else the newest entry's (filled in by `load`), else Debian's usual.
+    pub fn distribution(&self) -> &str {
+        self.package.distribution.as_deref().unwrap_or("unstable")
+    }
+
+    pub fn urgency(&self) -> &str {
+        self.package.urgency.as_deref().unwrap_or("medium")
+    }
+
     /// Full Debian version for an upstream version: `4.12.0` -> `4.12.0-1`.
     pub fn debian_version(&self, upstream: &str) -> String {
-        if self.package.debian_revision.is_empty() {
-            upstream.to_string()
-        } else {
-            format!("{upstream}-{}", self.package.debian_revision)
+        match self.debian_revision() {
+            "" => upstream.to_string(),
+            revision => format!("{upstream}-{revision}"),
         }
     }
 
+    /// The release tag of an upstream version. A `~` (`1.0~rc1`), which git
+    /// refuses in a tag name, is written `_` as DEP-14 does; a Debian
+    /// version never holds a `_`, so the tag reads back unambiguously.
     pub fn tag_for(&self, upstream: &str) -> String {
-        self.package.tag_format.replace("{version}", upstream)
+        self.package
+            .tag_format
+            .replace("{version}", &upstream.replace('~', "_"))
     }
 
     /// The inverse of `tag_for`: the upstream version a tag names, if it is
     /// one of ours.
-    pub fn version_of_tag<'a>(&self, tag: &'a str) -> Option<&'a str> {
+    pub fn version_of_tag(&self, tag: &str) -> Option<String> {
         let (pre, post) = self.package.tag_format.split_once("{version}")?;
-        tag.strip_prefix(pre)?.strip_suffix(post)
+        let version = tag.strip_prefix(pre)?.strip_suffix(post)?;
+        Some(version.replace('_', "~"))
     }
 
     /// Template variables shared by fleet files, commands and the sync.
@@ -1079,11 +1144,59 @@ mod tests {
     }
 
     #[test]
+    fn lintian_suppress_takes_tag_names_only() {
+        let c =
+            parse("[build]\nlintian_suppress = [\"bad-distribution-in-changes-file\"]\n").unwrap();
+        assert_eq!(
+            c.build.lintian_suppress,
+            ["bad-distribution-in-changes-file"]
+        );
+        let err = parse("[build]\n\nlintian_suppress = [\"x; rm -rf /\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("proj/release.toml:3: key lintian_suppress: `x; rm -rf /` is not"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn absent_keys_take_the_changelog_s_conventions_set_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
+        std::fs::write(
+            dir.path().join("debian/changelog"),
+            "tool (2.1-1+deb12u1) bookworm-wikimedia; urgency=high\n\n  * x\n\n \
+             -- A B <a@example.org>  Mon, 01 Jan 2024 10:00:00 +0000\n",
+        )
+        .unwrap();
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+            Config::load(dir.path()).unwrap()
+        };
+        let c = load("[package]\nname = \"tool\"\n");
+        assert_eq!(c.debian_version("2.2"), "2.2-1+deb12u1");
+        assert_eq!(c.distribution(), "bookworm-wikimedia");
+        assert_eq!(c.urgency(), "high");
+        assert_eq!(c.version_files()[0].path, Path::new("tool/version.py"));
+        let c = load(
+            "[package]\nname = \"tool\"\ndebian_revision = \"\"\ndistribution = \
+             \"unstable\"\nurgency = \"low\"\nversion_files = []\n",
+        );
+        assert_eq!(c.debian_version("2.2"), "2.2");
+        assert_eq!(c.distribution(), "unstable");
+        assert_eq!(c.urgency(), "low");
+        assert!(c.version_files().is_empty());
+    }
+
+    #[test]
     fn tags_round_trip() {
         let c = parse("[package]\ntag_format = \"v{version}\"\n").unwrap();
         assert_eq!(c.tag_for("1.2.3"), "v1.2.3");
-        assert_eq!(c.version_of_tag("v1.2.3"), Some("1.2.3"));
+        assert_eq!(c.version_of_tag("v1.2.3").as_deref(), Some("1.2.3"));
         assert_eq!(c.version_of_tag("1.2.3"), None);
+        // DEP-14: git refuses `~` in a tag name.
+        assert_eq!(c.tag_for("1.0~rc1"), "v1.0_rc1");
+        assert_eq!(c.version_of_tag("v1.0_rc1").as_deref(), Some("1.0~rc1"));
     }
 
     const CUSTOM: &str = r#"[verify]

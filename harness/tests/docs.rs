@@ -29,10 +29,13 @@ fn config_key_paths() -> Vec<String> {
     let mut config = Config::default();
     config.package.name = Some("x".into());
     config.package.maintainer = Some("x".into());
-    config.package.version_files.push(VersionFile {
+    config.package.version_files = Some(vec![VersionFile {
         path: "x/version.py".into(),
         line: "{version}".into(),
-    });
+    }]);
+    config.package.debian_revision = Some("1".into());
+    config.package.distribution = Some("unstable".into());
+    config.package.urgency = Some("medium".into());
     config.fleet.files.push(FleetFile {
         hosts: Hosts::All,
         path: "/x".into(),
@@ -253,7 +256,7 @@ fn scap_example_fits_scaps_layout() {
     let c = scap_example();
     assert_eq!(c.package_name(), "scap");
     assert_eq!(
-        c.package.version_files,
+        c.version_files(),
         [VersionFile {
             path: "scap/version.py".into(),
             line: "__version__ = \"{version}\"".into(),

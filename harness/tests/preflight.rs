@@ -208,3 +208,50 @@ fn bump_makes_the_release_commit_and_tag_that_release_tagged_accepts() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("HEAD is tagged 0.1.2"), "{stderr}");
 }
+
+#[test]
+fn a_bump_with_no_rule_for_the_previous_version_is_refused() {
+    // A pre-release tagged the DEP-14 way: 0.2.0~rc1 has no part to count.
+    refused(
+        |r| {
+            support::git(r, &["tag", "-a", "0.2.0_rc1", "-m", "0.2.0~rc1"]);
+            std::fs::write(r.join("AFTER_RC"), "a fix after the rc\n").unwrap();
+        },
+        true,
+        &["--bump", "patch"],
+        &[
+            "cannot bump 0.2.0~rc1: its part `0~rc1` is not a number",
+            "--version",
+        ],
+    );
+}
+
+#[test]
+fn a_run_s_reports_in_the_project_do_not_block_the_next_run() {
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    let reports = |out: &Path| {
+        let dir = out.join("minideploy_0.2.0-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("junit.xml"), "<testsuites/>\n").unwrap();
+    };
+    // Refused for its version, after the clean-tree check: no container.
+    let not_greater = ["--version", "0.0.9"];
+
+    // Reports the harness did not write (no .gitignore) make the tree dirty.
+    reports(&repo.join("by-hand"));
+    let (_, stderr) = release(&repo, &not_greater);
+    assert!(stderr.contains("uncommitted changes (by-hand/"), "{stderr}");
+    std::fs::remove_dir_all(repo.join("by-hand")).unwrap();
+
+    // The out directory as a first run leaves it.
+    let out = repo.join("release-out");
+    harness::release::create_out_dir(&out, &repo).unwrap();
+    reports(&out);
+    let before = support::repo_state(&repo);
+    let (code, stderr) = release(&repo, &not_greater);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("0.0.9 is not greater"), "{stderr}");
+    assert!(!stderr.contains("uncommitted changes"), "{stderr}");
+    assert_eq!(support::repo_state(&repo), before);
+    assert_eq!(support::git(&repo, &["status", "--porcelain"]), "");
+}

@@ -1,7 +1,8 @@
 //! `release` end to end on the built-in fixture: the dry run releases it up to
 //! a verified .deb without touching the user's repository, and the broken
 //! variant is stopped by verify, its release commit and tag taken back and
-//! nothing pushed. Real Docker, real builds, real syncs.
+//! nothing pushed; lintian's verdict is tuned by release.toml. Real Docker,
+//! real builds, real syncs.
 
 mod support;
 
@@ -210,4 +211,56 @@ fn an_unreachable_engine_is_a_preflight_failure_that_says_what_to_do() {
     );
     assert!(stderr.contains("fix: start it"), "{stderr}");
     assert_eq!(support::repo_state(&repo), before);
+}
+
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test(flavor = "multi_thread")]
+async fn lintian_errors_fail_the_build_unless_release_toml_suppresses_their_tag() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let _heavy = support::HEAVY.lock().await;
+    let (_tmp, repo) = support::fixture_repo("minideploy");
+    // A private distribution is an error to lintian.
+    let changelog = repo.join("debian/changelog");
+    let text = std::fs::read_to_string(&changelog).unwrap();
+    std::fs::write(
+        &changelog,
+        text.replacen(") unstable;", ") bookworm-wikimedia;", 1),
+    )
+    .unwrap();
+    let mut config = harness::config::Config::load(&repo).unwrap();
+    let say = |line: &str| eprintln!("  {line}");
+
+    let out = tempfile::tempdir().unwrap();
+    let err = harness::release::build::build(&docker, &config, &repo, out.path(), &say)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("lintian found errors"), "{msg}");
+    assert!(
+        msg.contains("E: minideploy") && msg.contains("bad-distribution-in-changes-file"),
+        "the tag and its line: {msg}"
+    );
+    assert!(msg.contains("build.lintian_suppress"), "{msg}");
+
+    config.build.lintian_suppress = vec![
+        "bad-distribution-in-changes-file".into(),
+        "no-such-tag-xyz".into(),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let built = harness::release::build::build(&docker, &config, &repo, out.path(), &say)
+        .await
+        .unwrap();
+    assert!(
+        built.lintian_errors.is_empty(),
+        "{:?}",
+        built.lintian_errors
+    );
+    let warnings = built.lintian_warnings.join("\n");
+    assert!(!warnings.contains("bad-distribution"), "{warnings}");
+    assert!(
+        warnings.contains("names `no-such-tag-xyz`, a tag this lintian does not know"),
+        "{warnings}"
+    );
 }

@@ -163,10 +163,12 @@ impl Command {
 /// Which version to release; shared by `release` and `bump`.
 #[derive(Args, Debug)]
 pub struct VersionArgs {
-    /// Release exactly this upstream version (X.Y.Z).
-    #[arg(long, value_name = "X.Y.Z", conflicts_with = "bump")]
+    /// Release exactly this upstream version (any Debian upstream version
+    /// greater than the previous release's).
+    #[arg(long, value_name = "VERSION", conflicts_with = "bump")]
     pub version: Option<String>,
-    /// Which part of the previous release's version to raise.
+    /// Which part of the previous release's version to raise: patch the last
+    /// dotted number, minor the one before it, major the first.
     #[arg(long, value_enum, default_value = "minor")]
     pub bump: BumpArg,
 }

@@ -352,14 +352,29 @@ async fn run_lintian(
     progress: &dyn Fn(&str),
 ) -> Result<(Vec<String>, Vec<String>)> {
     let started = Instant::now();
+    // lintian refuses to run with an unknown tag in --suppress-tags: only
+    // the tags it knows are passed, the others are reported.
+    let mut suppress = config.build.lintian_suppress.clone();
+    let mut unknown = Vec::new();
+    if !suppress.is_empty() {
+        let known =
+            docker::exec(docker, container, None, "lintian-explain-tags --list-tags").await?;
+        if known.ok() {
+            (suppress, unknown) = split_suppressed(config, &known.stdout);
+        }
+    }
     let run = docker::exec(
         docker,
         container,
         None,
-        &format!("cd {OUT_DIR} && lintian --no-tag-display-limit {target} 2>&1"),
+        &format!(
+            "cd {OUT_DIR} && {} 2>&1",
+            lintian_command(target, &suppress)
+        ),
     )
     .await?;
-    let (warnings, errors) = lintian_tags(&run.stdout);
+    let (mut warnings, errors) = lintian_tags(&run.stdout);
+    warnings.extend(unknown);
     progress(&format!(
         "lintian: {} errors, {} warnings ({:.1}s)",
         errors.len(),
@@ -368,8 +383,9 @@ async fn run_lintian(
     ));
     if !errors.is_empty() {
         bail!(
-            "lintian found errors in the built package:\n{}\n  fix: correct the packaging, or \
-             set build.lintian = false in {} to skip the check",
+            "lintian found errors in the built package:\n{}\n  fix: correct the packaging; \
+             or override a tag in debian/<package>.lintian-overrides, or list it in \
+             build.lintian_suppress in {}; build.lintian = false skips the check",
             indent(&errors.join("\n")),
             config.path.display()
         );
@@ -383,6 +399,43 @@ async fn run_lintian(
         );
     }
     Ok((warnings, errors))
+}
+
+/// lintian's command line. The package's own overrides
+/// (`debian/<pkg>.lintian-overrides`, installed into the .deb by dh_lintian)
+/// are read by lintian from the .deb; `build.lintian_suppress` is passed as
+/// `--suppress-tags` (its names are checked by `Config::parse`, so they need
+/// no quoting).
+fn lintian_command(target: &str, suppress: &[String]) -> String {
+    let mut command = String::from("lintian --no-tag-display-limit");
+    if !suppress.is_empty() {
+        command.push_str(&format!(" --suppress-tags {}", suppress.join(",")));
+    }
+    format!("{command} {target}")
+}
+
+/// `build.lintian_suppress` split by `lintian-explain-tags --list-tags`
+/// (`known`): the tags lintian knows, and a warning for each other one (a
+/// typo suppresses nothing).
+fn split_suppressed(config: &Config, known: &str) -> (Vec<String>, Vec<String>) {
+    let known: std::collections::HashSet<&str> = known.lines().map(str::trim).collect();
+    let (known, unknown): (Vec<String>, Vec<String>) = config
+        .build
+        .lintian_suppress
+        .iter()
+        .cloned()
+        .partition(|tag| known.contains(tag.as_str()));
+    let warnings = unknown
+        .iter()
+        .map(|tag| {
+            format!(
+                "build.lintian_suppress in {} names `{tag}`, a tag this lintian does not \
+                 know: it suppresses nothing (a typo, or a tag of another lintian version?)",
+                config.path.display()
+            )
+        })
+        .collect();
+    (known, warnings)
 }
 
 /// `W:` and `E:` lines of lintian's output.
@@ -522,6 +575,39 @@ async fn download_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lintian_suppress_reaches_the_command_and_unknown_tags_warn() {
+        assert_eq!(
+            lintian_command("*.changes", &[]),
+            "lintian --no-tag-display-limit *.changes"
+        );
+        let suppress = vec![
+            "bad-distribution-in-changes-file".to_string(),
+            "no-such-tagg".to_string(),
+        ];
+        assert_eq!(
+            lintian_command("x.deb", &suppress),
+            "lintian --no-tag-display-limit --suppress-tags \
+             bad-distribution-in-changes-file,no-such-tagg x.deb"
+        );
+        let mut config = Config {
+            path: "release.toml".into(),
+            ..Config::default()
+        };
+        config.build.lintian_suppress = suppress;
+        let known = "bad-distribution-in-changes-file\nbinary-without-manpage\n";
+        let (passed, warnings) = split_suppressed(&config, known);
+        assert_eq!(passed, ["bad-distribution-in-changes-file"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "build.lintian_suppress in release.toml names `no-such-tagg`, a tag this \
+                 lintian does not know"
+            ),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn lintian_lines_are_sorted_by_level() {

@@ -44,6 +44,8 @@ pub struct Bumped {
     pub tag: String,
     /// The release commit's sha.
     pub commit: String,
+    /// The release commit's subject.
+    pub subject: String,
     pub changes: Vec<Commit>,
 }
 
@@ -55,7 +57,8 @@ pub fn plan(
     request: &VersionRequest,
 ) -> Result<Plan> {
     let previous = previous_release(repo, config)?;
-    let (changelog_package, changelog_version) = changelog_top(project)?;
+    let top = changelog_top(project)?;
+    let changelog_version = top.version.clone();
     let upstream = match request {
         VersionRequest::Exact(v) => v.trim().to_string(),
         VersionRequest::Bump(bump) => match &previous {
@@ -77,8 +80,7 @@ pub fn plan(
         check_greater(&upstream, previous)?;
     }
     let debian_version = config.debian_version(&upstream);
-    let top: Version = changelog_version.parse()?;
-    if debian_version.parse::<Version>()? <= top {
+    if debian_version.parse::<Version>()? <= changelog_version.parse::<Version>()? {
         bail!(
             "{CHANGELOG} already starts with version {changelog_version}, not lower than the \
              new {debian_version}: the harness writes the release's entry itself\n  fix: remove \
@@ -93,11 +95,21 @@ pub fn plan(
     }
 
     let head = repo.head()?;
-    let changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
+    // Without a release tag, the last change of the changelog is where the
+    // previous release was written down.
+    let since = match &previous {
+        Some((t, _)) => Some(t.clone()),
+        None => last_change_of(repo, &project.join(CHANGELOG))?,
+    };
+    let changes = repo.commits_since(since.as_deref())?;
     if changes.is_empty() {
-        match &previous {
-            Some((t, _)) => bail!("no commits since {t}: nothing to release"),
-            None => bail!("no commits: nothing to release"),
+        match (&previous, &since) {
+            (Some((t, _)), _) => bail!("no commits since {t}: nothing to release"),
+            (None, Some(sha)) => bail!(
+                "no commits since {} (the last change of {CHANGELOG}): nothing to release",
+                &sha[..10.min(sha.len())]
+            ),
+            (None, None) => bail!("no commits: nothing to release"),
         }
     }
 
@@ -108,10 +120,10 @@ pub fn plan(
         .clone()
         .unwrap_or_else(|| format!("{} <{}>", identity.0, identity.1));
     let changelog = ChangelogEntry {
-        package: changelog_package,
+        package: top.package.clone(),
         version: debian_version.clone(),
-        distribution: config.package.distribution.clone(),
-        urgency: config.package.urgency.clone(),
+        distribution: config.distribution().to_string(),
+        urgency: config.urgency().to_string(),
         changes: changes.iter().map(|c| c.subject.clone()).collect(),
         maintainer,
         date: chrono::Local::now().fixed_offset(),
@@ -120,12 +132,19 @@ pub fn plan(
         previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
         previous_version: previous.map(|(_, v)| v),
         upstream: upstream.clone(),
-        debian_version,
-        tag,
+        debian_version: debian_version.clone(),
+        tag: tag.clone(),
         head,
         changes,
+        commit_message: config.render(
+            &config.package.commit_subject,
+            &[
+                ("version", &upstream),
+                ("debian_version", &debian_version),
+                ("tag", &tag),
+            ],
+        ),
         changelog,
-        commit_message: format!("Release {upstream}"),
     };
     let edits = edits(project, config, &plan)?;
     check_not_dirty(project, repo, &edits)?;
@@ -185,6 +204,7 @@ pub fn apply(project: &Path, repo: &Repo, config: &Config, plan: &Plan) -> Resul
         debian_version: plan.debian_version.clone(),
         tag: plan.tag.clone(),
         commit,
+        subject: plan.commit_message.clone(),
         changes: plan.changes.clone(),
     })
 }
@@ -209,11 +229,7 @@ pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
     let at_head: Vec<(String, String)> = repo
         .git(&["tag", "--points-at", "HEAD"])?
         .lines()
-        .filter_map(|t| {
-            config
-                .version_of_tag(t)
-                .map(|v| (t.to_string(), v.to_string()))
-        })
+        .filter_map(|t| config.version_of_tag(t).map(|v| (t.to_string(), v)))
         .collect();
     let (tag, upstream) = match at_head.as_slice() {
         [one] => one.clone(),
@@ -255,6 +271,7 @@ pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
     let mut changes = repo.commits_since(previous.as_ref().map(|(t, _)| t.as_str()))?;
     // The release commit itself is not a change of the release.
     changes.retain(|c| c.sha != head);
+    let subject = repo.git(&["log", "-1", "--format=%s", "HEAD"])?;
     Ok(Bumped {
         previous_tag: previous.as_ref().map(|(t, _)| t.clone()),
         previous_version: previous.map(|(_, v)| v),
@@ -262,6 +279,7 @@ pub fn tagged(project: &Path, repo: &Repo, config: &Config) -> Result<Bumped> {
         debian_version: debian,
         tag,
         commit: head,
+        subject,
         changes,
     })
 }
@@ -277,6 +295,13 @@ fn edits(project: &Path, config: &Config, plan: &Plan) -> Result<Vec<FileEdit>> 
     }
     edits.push(changelog_edit(project, &plan.changelog)?);
     Ok(edits)
+}
+
+/// The last commit in HEAD's history that changed `path`, if any.
+fn last_change_of(repo: &Repo, path: &Path) -> Result<Option<String>> {
+    let path = path.to_string_lossy();
+    let sha = repo.git(&["log", "-1", "--format=%H", "HEAD", "--", &path])?;
+    Ok(Some(sha.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
 fn check_tag_name(repo: &Repo, tag: &str) -> Result<()> {
@@ -418,9 +443,15 @@ mod tests {
         );
         let err = msg(plan(dir.path(), &repo, &c, &exact("v5")).unwrap_err());
         assert!(err.contains("must start with a digit"), "{err}");
-        let err = msg(plan(dir.path(), &repo, &c, &exact("5.0~rc1")).unwrap_err());
+        // Any Debian upstream version; git's refusal of `~` is met as DEP-14 does.
+        let rc = plan(dir.path(), &repo, &c, &exact("5.0~rc1")).unwrap();
+        assert_eq!(
+            (rc.tag.as_str(), rc.debian_version.as_str()),
+            ("5.0_rc1", "5.0~rc1-1")
+        );
+        let err = msg(plan(dir.path(), &repo, &c, &exact("4.12.0~rc1")).unwrap_err());
         assert!(
-            err.contains("`5.0~rc1` is not a valid git tag name"),
+            err.contains("version 4.12.0~rc1 is not greater than the previous release 4.12.0"),
             "{err}"
         );
 
@@ -437,7 +468,7 @@ mod tests {
         repo.git(&["checkout", "--", "scap/version.py"]).unwrap();
 
         let mut c2 = c.clone();
-        c2.package.version_files[0].path = "scap/_version.py".into();
+        c2.package.version_files.as_mut().unwrap()[0].path = "scap/_version.py".into();
         let err = msg(plan(dir.path(), &repo, &c2, &exact("4.13.0")).unwrap_err());
         assert!(err.contains("scap/_version.py: not found"), "{err}");
 
@@ -465,16 +496,100 @@ mod tests {
         repo.git(&["add", "."]).unwrap();
         repo.git(&["commit", "--quiet", "-m", "Initial import"])
             .unwrap();
-        let p = plan(
-            dir.path(),
+        let c = scap_config();
+        let err = msg(plan(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Patch)).unwrap_err());
+        assert!(
+            err.starts_with("no commits since ")
+                && err.ends_with("(the last change of debian/changelog): nothing to release"),
+            "{err}"
+        );
+        // Without a release tag, the changes are those since the changelog
+        // last changed, not the whole history.
+        commit_file(&repo, "scap/a.py", "1\n", "Before the 4.12.0 entry");
+        commit_file(
             &repo,
-            &scap_config(),
+            CHANGELOG,
+            &format!("{CHANGELOG_4_12}\n"),
+            "changelog: tidy",
+        );
+        commit_file(&repo, "scap/b.py", "1\n", "After the 4.12.0 entry");
+        let p = plan(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Patch)).unwrap();
+        assert_eq!(p.previous_tag, None);
+        assert_eq!(p.upstream, "4.12.1");
+        let subjects: Vec<&str> = p.changes.iter().map(|c| c.subject.as_str()).collect();
+        assert_eq!(subjects, ["After the 4.12.0 entry"]);
+    }
+
+    #[test]
+    fn the_new_entry_keeps_the_changelogs_conventions() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = scap_repo(dir.path());
+        let wikimedia = CHANGELOG_4_12
+            .replace("4.12.0-1", "4.12.0-1+deb12u1")
+            .replace(
+                "unstable; urgency=medium",
+                "bookworm-wikimedia; urgency=low",
+            );
+        commit_file(&repo, CHANGELOG, &wikimedia, "Backport to bookworm");
+        write(
+            &repo,
+            "release.toml",
+            "[package]\nname = \"scap\"\ncommit_subject = \"Release {debian_version}\"\n\
+             [[package.version_files]]\npath = \"scap/version.py\"\n\
+             line = '__version__ = \"{upstream}\"'\n",
+        );
+        repo.git(&["add", "release.toml"]).unwrap();
+        repo.git(&["commit", "--quiet", "-m", "release.toml"])
+            .unwrap();
+        let c = Config::load(dir.path()).unwrap();
+        let bumped = bump(dir.path(), &repo, &c, &VersionRequest::Bump(Bump::Minor)).unwrap();
+        assert_eq!(bumped.debian_version, "4.13.0-1+deb12u1");
+        assert_eq!(
+            dpkg_parsechangelog(dir.path(), "Distribution"),
+            "bookworm-wikimedia\n"
+        );
+        assert_eq!(dpkg_parsechangelog(dir.path(), "Urgency"), "low\n");
+        assert_eq!(
+            repo.git(&["log", "-1", "--format=%s"]).unwrap(),
+            "Release 4.13.0-1+deb12u1"
+        );
+        assert_eq!(bumped.subject, "Release 4.13.0-1+deb12u1");
+
+        // release.toml says otherwise: it wins; a native changelog stays native.
+        let mut c = c;
+        c.package.distribution = Some("unstable".into());
+        c.package.debian_revision = Some("2".into());
+        assert_eq!(c.debian_version("5.0.0"), "5.0.0-2");
+        let native = tempfile::tempdir().unwrap();
+        let nrepo = init(native.path());
+        write(
+            &nrepo,
+            CHANGELOG,
+            &CHANGELOG_4_12.replace("4.12.0-1", "4.12.0"),
+        );
+        write(
+            &nrepo,
+            "release.toml",
+            "[package]\nname = \"scap\"\nversion_files = []\n",
+        );
+        nrepo.git(&["add", "."]).unwrap();
+        nrepo.git(&["commit", "--quiet", "-m", "Import"]).unwrap();
+        let c = Config::load(native.path()).unwrap();
+        assert!(c.version_files().is_empty(), "[] means none");
+        assert_eq!(c.debian_version("4.13.0"), "4.13.0");
+        commit_file(&nrepo, "tool.sh", "echo\n", "A change");
+        let bumped = bump(
+            native.path(),
+            &nrepo,
+            &c,
             &VersionRequest::Bump(Bump::Patch),
         )
         .unwrap();
-        assert_eq!(p.previous_tag, None);
-        assert_eq!(p.upstream, "4.12.1");
-        assert_eq!(p.changes.len(), 1);
+        assert_eq!(bumped.debian_version, "4.12.1");
+        let files = nrepo
+            .git(&["show", "--name-only", "--format=", "HEAD"])
+            .unwrap();
+        assert_eq!(files, "debian/changelog", "the version lives there only");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use debian_changelog::{ChangeLog, Urgency};
 use debversion::Version;
 
 use crate::release::version::{write_edits, FileEdit};
+use crate::support::debian::read_changelog;
+pub use crate::support::debian::{changelog_top, ChangelogTop, CHANGELOG};
 
-pub const CHANGELOG: &str = "debian/changelog";
 /// Debian's changelog lines stay under 80 columns (lintian warns otherwise).
 const CHANGELOG_WIDTH: usize = 80;
 
@@ -29,60 +30,9 @@ pub struct ChangelogEntry {
     pub date: DateTime<FixedOffset>,
 }
 
-/// Reads and parses `debian/changelog`; a malformed one is refused with the
-/// line of the first problem.
-fn read_changelog(project: &Path) -> Result<(String, ChangeLog)> {
-    let path = project.join(CHANGELOG);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let what = if project.join("debian").is_dir() {
-                "has no debian/changelog"
-            } else {
-                "has no debian/ directory (so no debian/changelog)"
-            };
-            bail!(
-                "{} {what}: the release adds its entry there\n  fix: package the project for \
-                 Debian first (`dh_make`, or copy debian/ from a similar project) and commit it",
-                project.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let parsed = ChangeLog::parse(&text);
-    if let Some((message, offset)) = parsed.errors_with_offsets().first() {
-        let offset = usize::from(*offset).min(text.len());
-        let line = text[..offset].matches('\n').count() + 1;
-        let shown = text.lines().nth(line - 1).unwrap_or("").trim_end();
-        bail!(
-            "{CHANGELOG}: cannot parse it: line {line}: {message}: `{shown}`\n  fix: correct the \
-             entry (format: `man deb-changelog`; `dpkg-parsechangelog -l {CHANGELOG}` shows \
-             how dpkg reads it)"
-        );
-    }
-    Ok((text.clone(), parsed.tree()))
-}
-
-/// The top entry's package and version.
-pub(super) fn changelog_top(project: &Path) -> Result<(String, String)> {
-    let (_, changelog) = read_changelog(project)?;
-    let entry = changelog.iter().next().with_context(|| {
-        format!("{CHANGELOG}: has no entries; add a first one with `dch --create`")
-    })?;
-    let package = entry
-        .package()
-        .with_context(|| format!("{CHANGELOG}: line 1: the top entry has no package name"))?;
-    let version = match entry.try_version() {
-        Some(Ok(v)) => v.to_string(),
-        Some(Err(e)) => bail!("{CHANGELOG}: line 1: the top entry's version is invalid: {e}"),
-        None => bail!("{CHANGELOG}: line 1: the top entry has no version"),
-    };
-    Ok((package, version))
-}
-
 /// The version of the top entry of `debian/changelog`.
 pub fn changelog_top_version(project: &Path) -> Result<String> {
-    Ok(changelog_top(project)?.1)
+    Ok(changelog_top(project)?.version)
 }
 
 /// The entry as Debian writes it: header, blank line, `  * change` bullets

@@ -270,7 +270,7 @@ mod tests {
         let config = Config::load(&repo).unwrap();
         assert_eq!(config.package_name(), "minideploy");
         assert_eq!(
-            config.package.version_files[0].path,
+            config.version_files()[0].path,
             Path::new("minideploy/version.py")
         );
         let rendered: Vec<(Hosts, String, String)> = config

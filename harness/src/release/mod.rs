@@ -183,9 +183,9 @@ pub async fn release(
     };
     let tagged_at = crate::ledger::now();
     progress.info(&format!(
-        "commit {} `Release {}`, tag {}",
+        "commit {} `{}`, tag {}",
         &bumped.commit[..10.min(bumped.commit.len())],
-        bumped.upstream,
+        bumped.subject,
         bumped.tag
     ));
 
@@ -194,6 +194,7 @@ pub async fn release(
         config.package_name(),
         bumped.debian_version
     ));
+    create_out_dir(&opts.out, &repo.root)?;
     std::fs::create_dir_all(&artifacts)
         .with_context(|| format!("creating {}", artifacts.display()))?;
     // The release's changelog beside its .deb: what a reviewer reads first.
@@ -363,6 +364,26 @@ pub async fn release(
     })
 }
 
+/// Creates `out` (the reports and the .deb). Inside the project's
+/// repository it carries a `.gitignore` of `*`, so one run's reports never
+/// make the next run's tree dirty; no tracked file is touched.
+pub fn create_out_dir(out: &Path, repo_root: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let inside = match (out.canonicalize(), repo_root.canonicalize()) {
+        (Ok(out), Ok(root)) => out.starts_with(root),
+        _ => false,
+    };
+    let ignore = out.join(".gitignore");
+    if inside && !ignore.exists() {
+        std::fs::write(
+            &ignore,
+            "# release-harness reports: not part of the project\n*\n",
+        )
+        .with_context(|| format!("writing {}", ignore.display()))?;
+    }
+    Ok(())
+}
+
 /// `bump`: only the release commit and tag, for a team whose CI releases
 /// tags (`release --tagged`). The same checks as a release's preflight.
 pub fn bump_only(project: &Path, request: &VersionRequest) -> Result<bump::Bumped> {
@@ -500,4 +521,51 @@ fn write_reports(report: &VerifyReport, dir: &Path) -> Result<PathBuf> {
         std::fs::write(dir.join("coverage.xml"), xml)?;
     }
     Ok(junit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::testing::scap_config;
+    use crate::support::git::testing::{commit_file, init};
+
+    #[test]
+    fn a_run_s_reports_do_not_dirty_the_next_run_s_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = init(dir.path());
+        commit_file(&repo, "a", "1\n", "First");
+        let c = scap_config();
+        let write_reports = |out: &Path| {
+            let artifacts = out.join("scap_4.13.0-1");
+            std::fs::create_dir_all(&artifacts).unwrap();
+            std::fs::write(artifacts.join("junit.xml"), "<testsuites/>\n").unwrap();
+        };
+
+        // Without the harness's .gitignore, the next preflight is refused.
+        write_reports(&dir.path().join("by-hand"));
+        let problems = preflight::tree_problems(&repo, &c, false).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("uncommitted changes (by-hand/")),
+            "{problems:?}"
+        );
+        std::fs::remove_dir_all(dir.path().join("by-hand")).unwrap();
+
+        let out = dir.path().join("release-out");
+        create_out_dir(&out, &repo.root).unwrap();
+        write_reports(&out);
+        assert_eq!(
+            preflight::tree_problems(&repo, &c, false).unwrap(),
+            Vec::<String>::new()
+        );
+        // The second run finds it as it left it.
+        create_out_dir(&out, &repo.root).unwrap();
+        assert!(repo.dirty_paths().unwrap().is_empty());
+
+        // Outside the repository nothing is added.
+        let elsewhere = tempfile::tempdir().unwrap();
+        create_out_dir(&elsewhere.path().join("out"), &repo.root).unwrap();
+        assert!(!elsewhere.path().join("out/.gitignore").exists());
+    }
 }

@@ -27,32 +27,44 @@ pub enum VersionRequest {
     Bump(Bump),
 }
 
-/// `X.Y.Z` bumped; anything else is refused, since a bump of `1.2rc1` has no
-/// obvious answer.
+/// `previous` bumped, for versions of any number of dotted numeric parts:
+/// patch raises the last part; minor the one before it and zeroes the last;
+/// major the first and zeroes the rest (`0.0.99.13`: patch `0.0.99.14`,
+/// minor `0.0.100.0`, major `1.0.0.0`). A part that is not a plain number
+/// (`1.0~rc1`, `2.0b`) has no rule: refused with that part named.
 pub fn next_version(previous: &str, bump: Bump) -> Result<String> {
-    let parts: Vec<u64> = previous
-        .split('.')
-        .map(|p| {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                None
-            } else {
-                p.parse().ok()
-            }
-        })
-        .collect::<Option<_>>()
-        .filter(|parts: &Vec<u64>| parts.len() == 3)
-        .with_context(|| {
-            format!(
-                "cannot bump {previous}: --bump needs a MAJOR.MINOR.PATCH version; pass the \
-                 new version with --version instead"
-            )
-        })?;
-    let (major, minor, patch) = (parts[0], parts[1], parts[2]);
-    Ok(match bump {
-        Bump::Major => format!("{}.0.0", major + 1),
-        Bump::Minor => format!("{major}.{}.0", minor + 1),
-        Bump::Patch => format!("{major}.{minor}.{}", patch + 1),
-    })
+    let fix = "pass the new version with --version instead";
+    let mut parts = Vec::new();
+    for part in previous.split('.') {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            bail!(
+                "cannot bump {previous}: its part `{part}` is not a number, and --bump only \
+                 counts dotted numbers (like 4.12.0 or 0.0.99.13); {fix}"
+            );
+        }
+        let n: u64 = part
+            .parse()
+            .with_context(|| format!("cannot bump {previous}: `{part}` is too large; {fix}"))?;
+        parts.push(n);
+    }
+    let raised = match bump {
+        Bump::Patch => parts.len() - 1,
+        Bump::Major => 0,
+        Bump::Minor if parts.len() >= 2 => parts.len() - 2,
+        Bump::Minor => bail!(
+            "cannot bump {previous}: --bump minor raises the part before the last, and \
+             {previous} has one part; use --bump major or patch, or {fix}"
+        ),
+    };
+    parts[raised] += 1;
+    for later in &mut parts[raised + 1..] {
+        *later = 0;
+    }
+    Ok(parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join("."))
 }
 
 /// The greatest release tag in HEAD's history (by Debian version order) and its upstream
@@ -82,7 +94,7 @@ pub(super) fn release_below(
             continue;
         }
         if best.as_ref().is_none_or(|(v, _, _)| parsed > *v) {
-            best = Some((parsed, tag.clone(), upstream.to_string()));
+            best = Some((parsed, tag.clone(), upstream));
         }
     }
     Ok(best.map(|(_, tag, upstream)| (tag, upstream)))
@@ -121,7 +133,7 @@ pub(super) fn validate_upstream(upstream: &str, config: &Config) -> Result<()> {
              and . + ~ -; {fix}"
         );
     }
-    if config.package.debian_revision.is_empty() && upstream.contains('-') {
+    if config.debian_revision().is_empty() && upstream.contains('-') {
         bail!(
             "version `{upstream}` contains `-`, which a native package (empty \
              package.debian_revision in {}) cannot have; {fix}",
@@ -304,8 +316,7 @@ pub fn read_version_file(project: &Path, config: &Config, file: &VersionFile) ->
 /// Every version file's current version, in `package.version_files` order.
 pub fn read_version_files(project: &Path, config: &Config) -> Result<Vec<(PathBuf, String)>> {
     config
-        .package
-        .version_files
+        .version_files()
         .iter()
         .map(|f| Ok((f.path.clone(), read_version_file(project, config, f)?)))
         .collect()
@@ -327,7 +338,7 @@ pub(super) fn version_file_edits(
 ) -> Result<Vec<FileEdit>> {
     let debian = config.debian_version(upstream);
     let mut edits: Vec<FileEdit> = Vec::new();
-    for file in &config.package.version_files {
+    for file in config.version_files() {
         // Two entries for one file (two lines) edit the same text in turn.
         let index = match edits.iter().position(|e| e.path == file.path) {
             Some(i) => i,
@@ -405,9 +416,29 @@ mod tests {
         assert_eq!(next_version("4.12.3", Bump::Major).unwrap(), "5.0.0");
         assert_eq!(next_version("4.12.3", Bump::Minor).unwrap(), "4.13.0");
         assert_eq!(next_version("4.12.3", Bump::Patch).unwrap(), "4.12.4");
-        for bad in ["4.12", "4.12.0rc1", "v1.2.3", "1..2", "1.2.3.4"] {
+        // Any number of parts: patch the last, minor the one before, major the first.
+        assert_eq!(next_version("0.0.99.13", Bump::Patch).unwrap(), "0.0.99.14");
+        assert_eq!(next_version("0.0.99.13", Bump::Minor).unwrap(), "0.0.100.0");
+        assert_eq!(next_version("0.0.99.13", Bump::Major).unwrap(), "1.0.0.0");
+        assert_eq!(next_version("4.12", Bump::Patch).unwrap(), "4.13");
+        assert_eq!(next_version("4.12", Bump::Minor).unwrap(), "5.0");
+        assert_eq!(next_version("7", Bump::Patch).unwrap(), "8");
+        let err = msg(next_version("7", Bump::Minor).unwrap_err());
+        assert!(err.contains("7 has one part"), "{err}");
+        for (bad, part) in [
+            ("1.0~rc1", "0~rc1"),
+            ("4.12.0rc1", "0rc1"),
+            ("v1.2.3", "v1"),
+            ("1..2", ""),
+            ("1.2+dfsg", "2+dfsg"),
+        ] {
             let err = msg(next_version(bad, Bump::Patch).unwrap_err());
-            assert!(err.contains(&format!("cannot bump {bad}")), "{err}");
+            assert!(
+                err.starts_with(&format!(
+                    "cannot bump {bad}: its part `{part}` is not a number"
+                )),
+                "{err}"
+            );
             assert!(err.contains("--version"), "{err}");
         }
     }
@@ -540,7 +571,7 @@ mod tests {
         );
 
         std::fs::write(dir.path().join("scap/version.py"), "VERSION = 3\n").unwrap();
-        let err = msg(read_version_file(dir.path(), &c, &c.package.version_files[0]).unwrap_err());
+        let err = msg(read_version_file(dir.path(), &c, &c.version_files()[0]).unwrap_err());
         assert!(err.contains("scap/version.py: no line looks like"), "{err}");
     }
 

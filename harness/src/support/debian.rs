@@ -1,5 +1,6 @@
 //! What the harness knows of Debian packaging, in one place: debian/control
-//! (its source paragraph, the source package's name, Build-Depends), package
+//! (its source paragraph, the source package's name, Build-Depends),
+//! debian/changelog's reading (its top entry and its conventions), package
 //! relations (`a (>= 1) [amd64] <!nocheck> | b`) and architectures, and
 //! `dpkg-deb`: a .deb's fields and Depends, and building a .deb from a tree.
 
@@ -8,8 +9,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
+use debian_changelog::ChangeLog;
 
 use crate::support::process;
+
+pub const CHANGELOG: &str = "debian/changelog";
 
 /// `Source:` of the project's debian/control.
 pub fn source_package_name(project: &Path) -> Result<String> {
@@ -22,6 +26,86 @@ pub fn source_package_name(project: &Path) -> Result<String> {
         .map(|(_, value)| value)
         .filter(|s| !s.is_empty())
         .with_context(|| format!("{}: no `Source:` field", control.display()))
+}
+
+/// Reads and parses `debian/changelog`; a malformed one is refused with the
+/// line of the first problem.
+pub fn read_changelog(project: &Path) -> Result<(String, ChangeLog)> {
+    let path = project.join(CHANGELOG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let what = if project.join("debian").is_dir() {
+                "has no debian/changelog"
+            } else {
+                "has no debian/ directory (so no debian/changelog)"
+            };
+            bail!(
+                "{} {what}: the release adds its entry there\n  fix: package the project for \
+                 Debian first (`dh_make`, or copy debian/ from a similar project) and commit it",
+                project.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let parsed = ChangeLog::parse(&text);
+    if let Some((message, offset)) = parsed.errors_with_offsets().first() {
+        let offset = usize::from(*offset).min(text.len());
+        let line = text[..offset].matches('\n').count() + 1;
+        let shown = text.lines().nth(line - 1).unwrap_or("").trim_end();
+        bail!(
+            "{CHANGELOG}: cannot parse it: line {line}: {message}: `{shown}`\n  fix: correct the \
+             entry (format: `man deb-changelog`; `dpkg-parsechangelog -l {CHANGELOG}` shows \
+             how dpkg reads it)"
+        );
+    }
+    Ok((text.clone(), parsed.tree()))
+}
+
+/// What the top entry of debian/changelog says: where the package stands,
+/// and the conventions a new entry keeps by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogTop {
+    pub package: String,
+    /// The full Debian version (`4.12.0-1`).
+    pub version: String,
+    /// The distributions, space-separated as written (`unstable`,
+    /// `bookworm-wikimedia`).
+    pub distribution: String,
+    pub urgency: String,
+}
+
+impl ChangelogTop {
+    /// The Debian revision (`1+deb12u1` of `4.12.0-1+deb12u1`); None for a
+    /// native package.
+    pub fn revision(&self) -> Option<&str> {
+        self.version.rsplit_once('-').map(|(_, r)| r)
+    }
+}
+
+/// The top entry of the project's debian/changelog.
+pub fn changelog_top(project: &Path) -> Result<ChangelogTop> {
+    let (_, changelog) = read_changelog(project)?;
+    let entry = changelog.iter().next().with_context(|| {
+        format!("{CHANGELOG}: has no entries; add a first one with `dch --create`")
+    })?;
+    let package = entry
+        .package()
+        .with_context(|| format!("{CHANGELOG}: line 1: the top entry has no package name"))?;
+    let version = match entry.try_version() {
+        Some(Ok(v)) => v.to_string(),
+        Some(Err(e)) => bail!("{CHANGELOG}: line 1: the top entry's version is invalid: {e}"),
+        None => bail!("{CHANGELOG}: line 1: the top entry has no version"),
+    };
+    Ok(ChangelogTop {
+        package,
+        version,
+        distribution: entry.distributions().unwrap_or_default().join(" "),
+        urgency: entry
+            .urgency()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "medium".into()),
+    })
 }
 
 /// The first paragraph of a debian/control, which describes the source
