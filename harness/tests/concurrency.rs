@@ -110,6 +110,7 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
     };
     let _ = remove(a.clone()).await;
     let _ = remove(base.clone()).await;
+    let _ = std::fs::remove_file(images::tag_lock_path(&a));
 
     assert!(
         child.status.success(),
@@ -154,4 +155,62 @@ async fn second_process_builds_the_role_image() {
         println!("said: {line}");
     }
     println!("role image: {tag}");
+}
+
+/// Two dry runs of two projects on one engine at once: both pass, and neither
+/// leaves a container or a network (each is told apart by its owner label,
+/// so a sweep of one never takes the other's fleet).
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_dry_runs_of_two_projects_at_once_both_pass_and_leave_nothing() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let (_a, repo_a) = support::fixture_repo("minideploy");
+    let (_b, repo_b) = support::fixture_repo("minideploy");
+    let out = tempfile::tempdir().unwrap();
+    let start = |repo: &std::path::Path, name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_release-harness"))
+            .args([
+                "release",
+                "--dry-run",
+                "--scenario",
+                "fresh-install",
+                "--project",
+            ])
+            .arg(repo)
+            .arg("--out")
+            .arg(out.path().join(name))
+            .env("CI", "true")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs = [start(&repo_a, "a"), start(&repo_b, "b")];
+    let host = harness::support::docker::owner();
+    let host = host.split(':').next().unwrap().to_string();
+    let owners: Vec<String> = runs
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={host}:{}",
+                harness::support::docker::LABEL_OWNER,
+                c.id()
+            )
+        })
+        .collect();
+    let done = tokio::task::spawn_blocking(move || runs.map(|c| c.wait_with_output().unwrap()))
+        .await
+        .unwrap();
+    for (output, owner) in done.iter().zip(&owners) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "a dry run failed:\n{stderr}");
+        assert!(stderr.contains("fresh-install"), "{stderr}");
+        assert_eq!(
+            support::labelled(&docker, owner).await,
+            (0, 0),
+            "containers or networks left by {owner}"
+        );
+    }
 }

@@ -560,7 +560,8 @@ pub async fn hold_tag(tag: &str) -> Result<TagHeld> {
     })
 }
 
-fn tag_lock_path(tag: &str) -> PathBuf {
+/// The lock file of `tag` (left in place: removing it would race a waiter).
+pub fn tag_lock_path(tag: &str) -> PathBuf {
     let name: String = tag
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
