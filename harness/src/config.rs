@@ -233,6 +233,10 @@ pub struct Sync {
     /// A link on each target that must resolve to a directory named after the
     /// deployed revision (empty: not checked).
     pub current_link: String,
+    /// The tool's own log on the deploy host (a path or a shell glob; the
+    /// newest match is read), templated: its tail goes with a failed check
+    /// after a sync that exited 0 (empty: the tool keeps no log).
+    pub log: String,
     /// Bound on one sync, enforced inside the container.
     pub timeout_secs: u64,
 }
@@ -246,6 +250,7 @@ impl Default for Sync {
             revision_command: "git -C /srv/deployment/{repo} rev-parse HEAD".into(),
             version_command: "minideploy version".into(),
             current_link: "/srv/deployment/{repo}-cache/current".into(),
+            log: String::new(),
             timeout_secs: 120,
         }
     }

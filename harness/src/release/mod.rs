@@ -203,15 +203,33 @@ pub async fn release(
         std::fs::copy(&changelog, artifacts.join("changelog"))?;
     }
 
+    let needs_previous = scenario::needs_previous(&config, &opts.scenarios);
     progress.step("build");
-    let built = build::build(
-        &docker,
-        &config,
-        &work.root,
-        &artifacts,
-        &progress.reporter(),
-    )
-    .await?;
+    // The previous release, then the fleet image from its Depends, are made
+    // while the new .deb builds: a release rarely changes its Depends (when
+    // it does, the image is made again below, and a failure here shows there).
+    let previous_and_image = async {
+        let Some(tag) = bumped.previous_tag.as_ref().filter(|_| needs_previous) else {
+            return Ok(None);
+        };
+        let prev = build_previous(
+            &docker,
+            &config,
+            &work,
+            tag,
+            &scratch.path().join("prev"),
+            progress,
+        )
+        .await?;
+        let depends = debian::deb_depends(&prev.path)?;
+        let _ = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await;
+        anyhow::Ok(Some(prev))
+    };
+    let reporter = progress.reporter();
+    let (built, previous) = tokio::try_join!(
+        build::build(&docker, &config, &work.root, &artifacts, &reporter),
+        previous_and_image
+    )?;
     let built_at = crate::ledger::now();
     let new = Deb {
         path: built.deb().to_path_buf(),
@@ -221,25 +239,6 @@ pub async fn release(
     for w in &built.lintian_warnings {
         progress.note(&format!("lintian: {w}"));
     }
-
-    let needs_previous = scenario::needs_previous(&config, &opts.scenarios);
-    let previous = match (&bumped.previous_tag, needs_previous) {
-        (Some(tag), true) => {
-            progress.step("build previous release");
-            Some(
-                build_previous(
-                    &docker,
-                    &config,
-                    &work,
-                    tag,
-                    &scratch.path().join("prev"),
-                    progress,
-                )
-                .await?,
-            )
-        }
-        _ => None,
-    };
 
     progress.step("images");
     let mut depends = debian::deb_depends(&new.path)?;

@@ -6,7 +6,7 @@
 //! `support::debian`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -120,8 +120,7 @@ pub async fn base_image_of(
     }
     let tag = format!("{REPOSITORY_PREFIX}/{kind}:{}", hash16(recipe.as_bytes()));
 
-    let lock = tag_lock(&tag);
-    let _held = lock.lock().await;
+    let _held = hold_tag(&tag).await?;
     if image_exists(docker, &tag).await? {
         progress(&format!("image {tag}: up to date"));
         return Ok(tag);
@@ -174,8 +173,7 @@ pub async fn role_image(
         &hex::encode(recipe.finalize())[..16]
     );
 
-    let lock = tag_lock(&tag);
-    let _held = lock.lock().await;
+    let _held = hold_tag(&tag).await?;
     if image_exists(docker, &tag).await? {
         progress(&format!("image {tag}: up to date"));
         return Ok(tag);
@@ -512,8 +510,67 @@ pub async fn image_exists(docker: &Docker, tag: &str) -> Result<bool> {
     }
 }
 
-/// One lock per tag, so callers in this process building the same image at
-/// once wait for the first instead of building it twice.
+/// Held while an image tag is looked up and, when missing, made: callers
+/// building the same tag at once (tasks of this process, and other processes
+/// on this machine) wait for the first and then find the image there. Dropped,
+/// it lets the next in.
+pub struct TagHeld {
+    _task: tokio::sync::OwnedMutexGuard<()>,
+    /// flock(2) on a file named after the tag, released when closed.
+    _process: std::fs::File,
+}
+
+/// Waits for `tag`'s lock: first among this process's tasks, then on the
+/// tag's lock file in the system's temporary directory (one engine per
+/// machine is the common case; a remote engine shared by several machines
+/// still gets one image, because tagging an image that exists only moves the
+/// tag).
+pub async fn hold_tag(tag: &str) -> Result<TagHeld> {
+    let task = tag_lock(tag).lock_owned().await;
+    let path = tag_lock_path(tag);
+    let process = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            // Made by another user: a read-only handle locks it as well.
+            .or_else(|_| std::fs::File::open(&path))
+            .with_context(|| format!("opening the image lock {}", path.display()))?;
+        // flock(2) (std's File::lock is newer than the supported toolchain);
+        // the kernel drops it when the process dies, so a killed run leaves
+        // no stale lock.
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .with_context(|| format!("locking {}", path.display()))
+                }
+            }
+        }
+        Ok(file)
+    })
+    .await??;
+    Ok(TagHeld {
+        _task: task,
+        _process: process,
+    })
+}
+
+/// The lock file of `tag` (left in place: removing it would race a waiter).
+pub fn tag_lock_path(tag: &str) -> PathBuf {
+    let name: String = tag
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    std::env::temp_dir().join(format!("release-harness-image-{name}.lock"))
+}
+
+/// One lock per tag among this process's tasks, so a task waits for
+/// another of its process without tying up a blocking thread on the file.
 fn tag_lock(tag: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let mut locks = LOCKS

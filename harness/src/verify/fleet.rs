@@ -298,10 +298,32 @@ impl Fleet {
             .await
     }
 
+    /// The newest file matching `sync.log` on the deploy host and its last
+    /// `lines` lines; None when no log is configured or none is there.
+    pub async fn tool_log_tail(&self, lines: usize) -> Option<(String, String)> {
+        let pattern = self.config.render(&self.config.sync.log, &[]);
+        if pattern.trim().is_empty() {
+            return None;
+        }
+        // The glob is left unquoted so the shell expands it.
+        let script = format!(
+            "f=$(ls -t {pattern} 2>/dev/null | head -n 1); \
+             [ -n \"$f\" ] && echo \"$f\" && tail -n {lines} \"$f\""
+        );
+        let out = self
+            .exec(self.deploy_host(), Some(self.user()), &script)
+            .await
+            .ok()?;
+        let (path, tail) = out.stdout.split_once('\n')?;
+        Some((path.to_string(), tail.trim_end().to_string()))
+    }
+
     /// The revision a target says is deployed.
     pub async fn deployed_revision(&self, host: &Host) -> Result<ExecOutput> {
         let cmd = self.config.render(&self.config.sync.revision_command, &[]);
-        self.exec(host, Some(self.user()), &format!("timeout 20 {cmd}"))
+        // A guard against a hung tool, not a measure: a loaded machine starting
+        // python with coverage on every host at once needs well over 20 s.
+        self.exec(host, Some(self.user()), &format!("timeout 60 {cmd}"))
             .await
     }
 

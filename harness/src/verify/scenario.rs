@@ -12,6 +12,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use crate::config::{Config, CustomScenario, Hosts, ScenarioKind};
+use crate::support::docker::ExecOutput;
 use crate::support::progress::{format_duration, Progress};
 use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
 use crate::verify::custom;
@@ -392,9 +393,24 @@ impl Scenario {
         }
         let targets = fleet.select(Hosts::Targets);
         let t = Instant::now();
+        let found_before = self.failures.len();
         self.check_revisions(fleet, &targets, &rev, what).await?;
         self.took("checks", t);
+        self.attach_sync_evidence(fleet, &out, found_before).await;
         Ok(rev)
+    }
+
+    /// When checks after a sync failed, the first of those failures carries
+    /// the tail of the sync's output and of the tool's own log
+    /// (`sync.log`): a sync that exited 0 and left targets behind is then
+    /// diagnosed from the report, without keeping the fleet.
+    async fn attach_sync_evidence(&mut self, fleet: &Fleet, out: &ExecOutput, found_before: usize) {
+        if self.failures.len() <= found_before {
+            return;
+        }
+        let log = fleet.tool_log_tail(EVIDENCE_LINES).await;
+        let evidence = sync_evidence(out, log.as_ref().map(|(p, t)| (p.as_str(), t.as_str())));
+        attach_evidence(&mut self.failures[found_before..], &evidence);
     }
 
     async fn check_revisions(
@@ -413,7 +429,7 @@ impl Scenario {
             } else {
                 Some(
                     fleet
-                        .exec(h, None, &format!("readlink -f {link}"))
+                        .exec(h, None, &resolve_link_script(link))
                         .await
                         .map(|o| o.stdout.trim().to_string()),
                 )
@@ -464,7 +480,7 @@ impl Scenario {
             let said = if installed == want {
                 Some(
                     fleet
-                        .exec(h, Some(fleet.user()), &format!("timeout 20 {cmd}"))
+                        .exec(h, Some(fleet.user()), &format!("timeout 60 {cmd}"))
                         .await?,
                 )
             } else {
@@ -523,12 +539,9 @@ impl Scenario {
         };
         self.took("sync", t);
         if !killed {
-            bail!(
-                "inconclusive: the sync finished before {} could be stopped (exit {}); \
-                 the scenario could not put a target down mid-deploy",
-                victim.name,
-                out.code
-            );
+            return self
+                .sync_ended_early(fleet, &targets, &rev, victim, &out)
+                .await;
         }
         self.say(format!(
             "sync with {} down exited {}: {}",
@@ -549,14 +562,98 @@ impl Scenario {
             .filter(|h| h.name != victim.name)
             .copied()
             .collect();
+        let found_before = self.failures.len();
         self.check_revisions(
             fleet,
             &others,
             before,
             "after the failed sync (rolled back)",
         )
-        .await
+        .await?;
+        self.attach_sync_evidence(fleet, &out, found_before).await;
+        Ok(())
     }
+
+    /// The sync ended before the canaries had the revision, so no target was
+    /// stopped. When a target is not on the revision (or the sync failed with
+    /// every host up), that is the tool's failure, reported per host; only a
+    /// sync that really deployed everywhere that fast is inconclusive.
+    async fn sync_ended_early(
+        &mut self,
+        fleet: &Fleet,
+        targets: &[&Host],
+        rev: &str,
+        victim: &Host,
+        out: &ExecOutput,
+    ) -> Result<()> {
+        let what = "sync before a target could be stopped";
+        if !out.ok() {
+            self.fail(
+                &fleet.deploy_host().name,
+                &format!("{what}: exit code (every host up)"),
+                "0",
+                &format!("{}\n{}", out.code, out.tail(EVIDENCE_LINES)),
+            );
+            return Ok(());
+        }
+        let found_before = self.failures.len();
+        self.check_revisions(fleet, targets, rev, what).await?;
+        if self.failures.len() > found_before {
+            self.attach_sync_evidence(fleet, out, found_before).await;
+            return Ok(());
+        }
+        bail!(
+            "inconclusive: the sync reached every target before {} could be stopped (exit 0); \
+             the scenario could not put a target down mid-deploy",
+            victim.name
+        )
+    }
+}
+
+/// How many lines of a sync's output (and of the tool's log) a failure shows.
+const EVIDENCE_LINES: usize = 12;
+
+/// Prints where `link` resolves to, or nothing when there is no such link:
+/// `readlink -f` alone prints the path itself for a link that does not
+/// exist, which would read as a wrong target instead of a missing link.
+fn resolve_link_script(link: &str) -> String {
+    format!("if [ -L {link} ] || [ -e {link} ]; then readlink -f {link}; fi")
+}
+
+/// The tail of a sync's output (stdout, then stderr) and of the tool's log.
+fn sync_evidence(out: &ExecOutput, log: Option<(&str, &str)>) -> String {
+    let mut text = format!(
+        "sync exited {}; its last lines:\n{}",
+        out.code,
+        indent(&last_lines(&out.stdout, EVIDENCE_LINES))
+    );
+    if !out.stderr.trim().is_empty() {
+        text.push_str(&format!(
+            "sync stderr:\n{}",
+            indent(&last_lines(&out.stderr, EVIDENCE_LINES))
+        ));
+    }
+    if let Some((path, tail)) = log {
+        text.push_str(&format!("tool log {path}:\n{}", indent(tail)));
+    }
+    text.trim_end().to_string()
+}
+
+/// Puts the evidence under the first failure only: the summary shows it
+/// once, whatever the number of hosts that failed.
+fn attach_evidence(failures: &mut [Failure], evidence: &str) {
+    if let Some(first) = failures.first_mut() {
+        first.actual = format!("{}\n{evidence}", first.actual);
+    }
+}
+
+fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 fn names(hosts: &[&Host]) -> String {
@@ -573,4 +670,73 @@ fn names(hosts: &[&Host]) -> String {
 
 fn short(rev: &str) -> &str {
     &rev[..rev.len().min(10)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::support::process;
+
+    fn resolve(link: &std::path::Path) -> String {
+        let script = resolve_link_script(&link.display().to_string());
+        process::cmd("sh", ["-c", script.as_str()])
+            .read()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn a_missing_current_link_resolves_to_nothing_not_to_its_own_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let rev = dir.path().join("revs").join("0123abcd");
+        std::fs::create_dir_all(&rev).unwrap();
+        let link = dir.path().join("current");
+        assert_eq!(resolve(&link), "", "a link that does not exist");
+        std::os::unix::fs::symlink(&rev, &link).unwrap();
+        assert!(
+            resolve(&link).ends_with("/revs/0123abcd"),
+            "{}",
+            resolve(&link)
+        );
+    }
+
+    fn failure(host: &str) -> Failure {
+        Failure {
+            host: host.into(),
+            assertion: "second deploy: deployed revision".into(),
+            expected: "bbbb".into(),
+            actual: "aaaa".into(),
+        }
+    }
+
+    #[test]
+    fn failed_checks_after_a_clean_sync_carry_its_output_and_the_tool_log_once() {
+        let out = ExecOutput {
+            code: 0,
+            stdout: (1..=20).map(|i| format!("line {i}\n")).collect::<String>()
+                + "minideploy: deployed demo bbbb to 6 of 6 targets\n",
+            stderr: String::new(),
+        };
+        let evidence = sync_evidence(
+            &out,
+            Some(("/srv/demo/scap/log/x.log", "{\"host\": \"app1\"}")),
+        );
+        let mut failures = vec![failure("app1"), failure("app2")];
+        attach_evidence(&mut failures, &evidence);
+        let first = &failures[0].actual;
+        assert!(first.starts_with("aaaa\nsync exited 0"), "{first}");
+        assert!(
+            first.contains("deployed demo bbbb to 6 of 6 targets"),
+            "{first}"
+        );
+        assert!(!first.contains("line 9\n"), "only the tail: {first}");
+        assert!(
+            first.contains("tool log /srv/demo/scap/log/x.log:\n  {\"host\": \"app1\"}"),
+            "{first}"
+        );
+        assert_eq!(failures[1].actual, "aaaa", "the evidence is shown once");
+        // The one-line form stays one line.
+        assert!(!failures[0].one_line().contains('\n'));
+    }
 }
