@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 async fn containers_with(docker: &bollard::Docker, label: &str) -> usize {
     support::labelled(docker, label).await.0
@@ -29,33 +27,7 @@ async fn ctrl_c_during_verify_removes_the_fleet() {
     };
     let _heavy = support::HEAVY.lock().await;
     let out = tempfile::tempdir().unwrap();
-    let mut child = harness(&["--scenario", "fresh-install"], out.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let owner = format!(
-        "{}={}:{}",
-        harness::support::docker::LABEL_OWNER,
-        harness::support::docker::owner().split(':').next().unwrap(),
-        child.id()
-    );
-    // Wait until the fleet is up, then interrupt as a terminal would.
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let line = lines
-            .next()
-            .expect("the release ended before its fleet came up")
-            .unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("containers up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no fleet after 15 min:\n{seen}");
-    }
+    let (mut child, owner, lines, seen) = support::release_until_fleet_up(out.path());
     assert!(
         containers_with(&docker, &owner).await > 0,
         "no fleet to interrupt"

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -16,35 +15,7 @@ async fn sigterm_during_verify_removes_the_fleet_and_its_network() {
     };
     let _heavy = support::HEAVY.lock().await;
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_release-harness"))
-        .args(["release", "--dry-run", "--fixture", "minideploy"])
-        .args(["--scenario", "fresh-install", "--out"])
-        .arg(out.path())
-        .env("CI", "true")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let owner = format!(
-        "{}={}:{}",
-        harness::support::docker::LABEL_OWNER,
-        harness::support::docker::owner().split(':').next().unwrap(),
-        child.id()
-    );
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let line = lines
-            .next()
-            .expect("the release ended before its fleet came up")
-            .unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("containers up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no fleet after 15 min:\n{seen}");
-    }
+    let (mut child, owner, lines, seen) = support::release_until_fleet_up(out.path());
     let (containers, networks) = support::labelled(&docker, &owner).await;
     assert!(
         containers > 0 && networks > 0,

@@ -156,3 +156,51 @@ fn redact_word(w: &str) -> String {
         w.to_string()
     }
 }
+
+/// A dry run of the fixture's fresh-install scenario, started as CI would
+/// start it, and read until its fleet is up: the point at which the tests
+/// cut it off. Returns the child, the owner label of what it made, the rest
+/// of its stderr, and what it printed so far.
+pub fn release_until_fleet_up(
+    out: &Path,
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+        .args(["release", "--dry-run", "--fixture", "minideploy", "--out"])
+        .arg(out)
+        .args(["--scenario", "fresh-install"])
+        .env("CI", "true")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let owner = format!(
+        "{}={}:{}",
+        harness::support::docker::LABEL_OWNER,
+        harness::support::docker::owner().split(':').next().unwrap(),
+        child.id()
+    );
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    loop {
+        let line = lines
+            .next()
+            .expect("the release ended before its fleet came up")
+            .unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("containers up") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fleet after 15 min:\n{seen}"
+        );
+    }
+    (child, owner, lines, seen)
+}
