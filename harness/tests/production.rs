@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use harness::config::{Config, RolloutTool};
+use harness::config::{Binary, Config, Hosts, RolloutTool};
 use harness::ledger::{self, Actor, Ledger, LockHolder, Outcome, Step, StepKind};
 use harness::production::testbed::{self, Testbed};
 use harness::production::{
@@ -103,12 +103,19 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
     config.rollout.batch_size = 2;
     config.gate.min_soak_secs = 0;
     tune(&mut config);
+    let dir_path = dir.path().to_path_buf();
     let progress = Progress::new(false);
     let image = harness::support::images::fleet_image(&docker, &config, &[], &progress.reporter())
         .await
         .unwrap();
-    let previous = testbed::make_deb(&dir.path().join("previous"), "minideploy", PREVIOUS).unwrap();
-    let new = testbed::make_deb(&dir.path().join("new"), "minideploy", NEW).unwrap();
+    // One .deb per binary of the source, as release.toml (after `tune`) has it.
+    let source = config.package_name().to_string();
+    let binaries = config.binary_names();
+    let debs = |dir: &str, version: &str| {
+        testbed::make_debs(&env_dir(&dir_path, dir), &source, &binaries, version, "").unwrap()
+    };
+    let previous = debs("previous", PREVIOUS);
+    let new = debs("new", NEW);
     let report = VerifyReport {
         package: "minideploy".into(),
         version: NEW.into(),
@@ -145,6 +152,10 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         progress,
         dir,
     })
+}
+
+fn env_dir(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+    root.join(name)
 }
 
 /// Runs `scenario` and removes the testbed whatever happened.
@@ -293,6 +304,111 @@ async fn tag_canaries_soak_promote_rollback() {
         },
     )
     .await;
+}
+
+/// A source of two binaries, a server on the deploy host and an agent on
+/// the targets (release.toml's `package.binaries`).
+fn split_source(c: &mut Config) {
+    c.package.name = Some("split".into());
+    c.package.binaries = vec![
+        Binary {
+            name: "split-server".into(),
+            hosts: Hosts::Deploy,
+        },
+        Binary {
+            name: "split-agent".into(),
+            hosts: Hosts::Targets,
+        },
+    ];
+}
+
+/// What dpkg says of both binaries on every target.
+async fn split_binaries_on_targets(env: &Env) -> Vec<String> {
+    let mut seen = Vec::new();
+    for h in env.tb.fleet.select(Hosts::Targets) {
+        let out = env
+            .tb
+            .fleet
+            .exec(
+                h,
+                None,
+                "dpkg-query -W -f='${db:Status-Abbrev}${Package}=${Version}\\n' split-server \
+                 split-agent 2>/dev/null | sed -n 's/^ii //p' | tr '\\n' ' '",
+            )
+            .await
+            .unwrap();
+        seen.push(format!("{}: {}", h.name, out.stdout.trim()));
+    }
+    seen.sort();
+    seen
+}
+
+async fn split_release_through_production(tool: RolloutTool) {
+    run(tool, split_source, |env| async move {
+        let config = env.config();
+        assert_eq!(
+            split_binaries_on_targets(&env).await,
+            ["app1", "app2", "app3", "canary1", "canary2"]
+                .map(|h| format!("{h}: split-agent={PREVIOUS}"))
+        );
+        if tool == RolloutTool::Debdeploy {
+            // debdeploy's spec names the source, not a binary.
+            let spec = harness::production::rollout::update_spec(config, NEW, false).unwrap();
+            assert!(spec.starts_with("source: split\n"), "{spec}");
+        }
+        production::canary(&env.repo, config, &env.facts, false, &env.progress)
+            .await
+            .unwrap();
+        env.assert_versions(&canaries_new_apps_old()).await;
+        // Each binary's sha256 in the ledger, and the gate checks both.
+        let record = env.record();
+        assert_eq!(
+            record.debs.keys().collect::<Vec<_>>(),
+            ["split-agent", "split-server"]
+        );
+        match production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
+            .await
+            .unwrap()
+        {
+            PromoteOutcome::Promoted { hosts, version, .. } => {
+                assert_eq!((hosts, version.as_str()), (3, NEW));
+            }
+            other => panic!("expected promoted, got {other:?}"),
+        }
+        let gate = env.record().last(StepKind::Gate).cloned().unwrap();
+        let artifact = gate.checks.iter().find(|c| c.name == "artifact").unwrap();
+        assert!(artifact.detail.contains("split-agent"), "{artifact:?}");
+        assert!(artifact.detail.contains("split-server"), "{artifact:?}");
+        // The targets were upgraded in what they carry, the agent, and got
+        // no server.
+        assert_eq!(
+            split_binaries_on_targets(&env).await,
+            ["app1", "app2", "app3", "canary1", "canary2"]
+                .map(|h| format!("{h}: split-agent={NEW}"))
+        );
+        production::rollback(
+            &env.repo,
+            config,
+            &RollbackOptions::default(),
+            &env.progress,
+        )
+        .await
+        .unwrap();
+        env.assert_versions(&all(PREVIOUS)).await;
+    })
+    .await;
+}
+
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test]
+async fn a_source_of_two_binaries_canaries_promotes_and_rolls_back_with_debdeploy() {
+    split_release_through_production(RolloutTool::Debdeploy).await;
+}
+
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test]
+async fn a_source_of_two_binaries_canaries_promotes_and_rolls_back_with_cumin() {
+    split_release_through_production(RolloutTool::Cumin).await;
 }
 
 #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
