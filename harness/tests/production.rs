@@ -210,7 +210,9 @@ fn canaries_new_apps_old() -> Vec<(&'static str, &'static str)> {
 async fn tag_canaries_soak_promote_rollback() {
     run(
         RolloutTool::Debdeploy,
-        |c| c.gate.min_soak_secs = 4,
+        // Long enough that a loaded machine's canary step and gate do not
+        // outlast it; the test then waits only what status says is left.
+        |c| c.gate.min_soak_secs = 25,
         |env| async move {
             let config = env.config();
             let hosts = production::canary(&env.repo, config, &env.facts, false, &env.progress)
@@ -244,7 +246,11 @@ async fn tag_canaries_soak_promote_rollback() {
             }
             env.assert_versions(&canaries_new_apps_old()).await;
 
-            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            let left = production::status(&env.repo, config).unwrap()[0]
+                .soak_remaining_secs
+                .unwrap();
+            assert!((1..=25).contains(&left), "{left} s of soak left");
+            tokio::time::sleep(std::time::Duration::from_secs(left as u64 + 1)).await;
             match production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
                 .await
                 .unwrap()
