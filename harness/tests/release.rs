@@ -147,7 +147,7 @@ async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
     let mut opts = options(&repo, out.path());
     opts.dry_run = false;
     // One scenario is enough to show the teeth; the full suite runs above.
-    opts.scenarios = vec![harness::config::ScenarioKind::FreshInstall];
+    opts.scenarios = vec!["fresh-install".into()];
 
     let err = release::release(
         &opts,

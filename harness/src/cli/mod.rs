@@ -26,7 +26,7 @@ use tracing::Instrument;
 pub use self::bench::BenchArgs;
 pub use self::bump::BumpArgs;
 pub use self::promote::PromoteArgs;
-pub use self::release::{ReleaseArgs, ScenarioArg};
+pub use self::release::ReleaseArgs;
 pub use self::rollback::RollbackArgs;
 pub use self::status::StatusArgs;
 pub use self::sweep::SweepArgs;

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{Context, Stop, VersionArgs};
-use crate::config::ScenarioKind;
 use crate::release::{Cleanup, ReleaseOptions, VerifyFailed};
 
 #[derive(Args, Debug)]
@@ -35,32 +34,13 @@ pub struct ReleaseArgs {
     #[arg(long)]
     pub keep: bool,
     /// Run only these scenarios (repeatable); default: release.toml's list.
-    #[arg(long = "scenario", value_enum, value_name = "NAME")]
-    pub scenarios: Vec<ScenarioArg>,
+    /// A preset (fresh-install, upgrade, mixed-fleet, downgrade,
+    /// target-stopped) or the name of a [[verify.custom]] scenario.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum ScenarioArg {
-    FreshInstall,
-    Upgrade,
-    MixedFleet,
-    Downgrade,
-    TargetStopped,
-}
-
-impl From<ScenarioArg> for ScenarioKind {
-    fn from(a: ScenarioArg) -> Self {
-        match a {
-            ScenarioArg::FreshInstall => ScenarioKind::FreshInstall,
-            ScenarioArg::Upgrade => ScenarioKind::Upgrade,
-            ScenarioArg::MixedFleet => ScenarioKind::MixedFleet,
-            ScenarioArg::Downgrade => ScenarioKind::Downgrade,
-            ScenarioArg::TargetStopped => ScenarioKind::TargetStopped,
-        }
-    }
 }
 
 pub async fn run(args: &ReleaseArgs, context: &Context) -> Result<()> {
@@ -72,7 +52,7 @@ pub async fn run(args: &ReleaseArgs, context: &Context) -> Result<()> {
         version: args.version.request(),
         out: args.out.clone(),
         keep: args.keep,
-        scenarios: args.scenarios.iter().map(|s| (*s).into()).collect(),
+        scenarios: args.scenarios.clone(),
         run_id: crate::support::docker::new_run_id(),
     };
     tracing::info!(

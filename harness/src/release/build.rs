@@ -599,6 +599,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_binary_gets_its_sum_and_a_named_binary_not_built_is_an_error() {
+        let out = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = out.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            path
+        };
+        let files = vec![
+            file("split-server_1.0.0.1-1+deb12u1_all.deb"),
+            file("split-agent_1.0.0.1-1+deb12u1_all.deb"),
+            file("split_1.0.0.1-1+deb12u1_amd64.changes"),
+        ];
+        let mut config = Config::default();
+        config.package.name = Some("split".into());
+        config.package.binaries = ["split-server", "split-agent"]
+            .map(|name| crate::config::Binary {
+                name: name.into(),
+                hosts: crate::config::Hosts::All,
+            })
+            .to_vec();
+        let log = out.path().join(LOG_FILE);
+        let built = finish(
+            &config,
+            out.path(),
+            files.clone(),
+            log.clone(),
+            vec![],
+            vec![],
+        )
+        .unwrap();
+        let packages: Vec<&str> = built.debs.iter().map(|d| d.package.as_str()).collect();
+        assert_eq!(packages, ["split-agent", "split-server"]);
+        let sums = std::fs::read_to_string(out.path().join(SUMS_FILE)).unwrap();
+        for deb in &built.debs {
+            assert!(
+                sums.contains(&format!("{}  {}\n", deb.sha256, deb.file_name())),
+                "{sums}"
+            );
+        }
+        assert_eq!(sums.lines().count(), 3);
+
+        config.package.binaries.push(crate::config::Binary {
+            name: "split-doc".into(),
+            hosts: crate::config::Hosts::All,
+        });
+        let err = finish(&config, out.path(), files, log, vec![], vec![]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("key package.binaries names split-doc, but the build made no .deb for it"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn lintian_suppress_reaches_the_command_and_unknown_tags_warn() {
         assert_eq!(
             lintian_command("*.changes", &[]),

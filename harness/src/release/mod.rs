@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
-use crate::config::{Config, ScenarioKind};
+use crate::config::Config;
 use crate::release::preflight::Start;
 use crate::release::version::VersionRequest;
 use crate::support::debian::{self, BuiltDeb};
@@ -41,7 +41,8 @@ pub struct ReleaseOptions {
     pub version: VersionRequest,
     pub out: PathBuf,
     pub keep: bool,
-    pub scenarios: Vec<ScenarioKind>,
+    /// Only these scenarios, by name (presets or custom).
+    pub scenarios: Vec<String>,
     pub run_id: String,
 }
 
@@ -133,6 +134,8 @@ pub async fn release(
 
     progress.step("preflight");
     let config = Config::load(&project)?;
+    // An unknown --scenario is refused before anything is changed.
+    scenario::plan(&config, &opts.scenarios)?;
     let repo = Repo::open(&project)?;
     let (start, docker) = preflight::preflight(&project, &repo, &config, opts).await?;
     let (previous_version, next, changes) = match &start {
@@ -203,7 +206,7 @@ pub async fn release(
         std::fs::copy(&changelog, artifacts.join("changelog"))?;
     }
 
-    let needs_previous = scenario::needs_previous(&config, &opts.scenarios);
+    let needs_previous = scenario::needs_previous(&config, &opts.scenarios)?;
     progress.step("build");
     // The previous release, then the fleet image from its Depends, are made
     // while the new .deb builds: a release rarely changes its Depends (when

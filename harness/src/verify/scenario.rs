@@ -69,7 +69,7 @@ pub struct VerifyInput<'a> {
     pub run_id: &'a str,
     pub keep: bool,
     /// Only these scenarios (default: release.toml's list).
-    pub only: &'a [ScenarioKind],
+    pub only: &'a [String],
 }
 
 /// One scenario of a run: a preset, or one written in release.toml.
@@ -95,21 +95,42 @@ impl Planned<'_> {
     }
 }
 
-/// What a run verifies: `only` those presets, or release.toml's presets
-/// followed by its custom scenarios.
-pub fn plan<'a>(config: &'a Config, only: &[ScenarioKind]) -> Vec<Planned<'a>> {
-    if !only.is_empty() {
-        return only.iter().copied().map(Planned::Preset).collect();
+/// What a run verifies: `only` those scenarios (presets or release.toml's
+/// custom ones, by name), or release.toml's presets followed by its custom
+/// scenarios. An unknown name is refused with the names there are.
+pub fn plan<'a>(config: &'a Config, only: &[String]) -> Result<Vec<Planned<'a>>> {
+    if only.is_empty() {
+        let presets = config.verify.scenarios.iter().copied().map(Planned::Preset);
+        return Ok(presets
+            .chain(config.verify.custom.iter().map(Planned::Custom))
+            .collect());
     }
-    let presets = config.verify.scenarios.iter().copied().map(Planned::Preset);
-    presets
-        .chain(config.verify.custom.iter().map(Planned::Custom))
+    only.iter()
+        .map(|name| {
+            if let Some(c) = config.verify.custom.iter().find(|c| c.name == *name) {
+                return Ok(Planned::Custom(c));
+            }
+            if let Some(kind) = ScenarioKind::ALL.iter().find(|k| k.name() == name) {
+                return Ok(Planned::Preset(*kind));
+            }
+            let known: Vec<&str> = ScenarioKind::ALL
+                .iter()
+                .map(|k| k.name())
+                .chain(config.verify.custom.iter().map(|c| c.name.as_str()))
+                .collect();
+            bail!(
+                "--scenario {name}: no such scenario; the presets and {}'s custom scenarios \
+                 are: {}",
+                config.path.display(),
+                known.join(", ")
+            )
+        })
         .collect()
 }
 
 /// Whether the run needs the previous release's package.
-pub fn needs_previous(config: &Config, only: &[ScenarioKind]) -> bool {
-    plan(config, only).iter().any(Planned::needs_previous)
+pub fn needs_previous(config: &Config, only: &[String]) -> Result<bool> {
+    Ok(plan(config, only)?.iter().any(Planned::needs_previous))
 }
 
 /// How many scenarios run at once: one per core of the two-core machine the
@@ -127,7 +148,7 @@ pub async fn verify(
     progress: &Progress,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
-    let kinds = plan(input.config, input.only);
+    let kinds = plan(input.config, input.only)?;
     if kinds.is_empty() {
         // release.toml refuses this too; verify is never skipped.
         bail!(
@@ -709,6 +730,33 @@ fn short(rev: &str) -> &str {
 mod tests {
     use super::*;
     use crate::support::process;
+
+    #[test]
+    fn scenario_names_pick_presets_and_custom_scenarios() {
+        let config = Config::parse(
+            "[verify]\nscenarios = [\"fresh-install\"]\n\n[[verify.custom]]\nname = \"ping\"\n\
+             steps = [{ install = \"new\" }, { run = \"true\" }]\n",
+            std::path::Path::new("proj/release.toml"),
+        )
+        .unwrap();
+        let names = |only: &[&str]| -> Vec<String> {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            plan(&config, &only)
+                .unwrap()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["fresh-install", "ping"]);
+        assert_eq!(names(&["ping"]), ["ping"]);
+        assert_eq!(names(&["downgrade", "ping"]), ["downgrade", "ping"]);
+        let err = plan(&config, &["pong".to_string()]).err().unwrap();
+        assert_eq!(
+            format!("{err:#}"),
+            "--scenario pong: no such scenario; the presets and proj/release.toml's custom \
+             scenarios are: fresh-install, upgrade, mixed-fleet, downgrade, target-stopped, ping"
+        );
+    }
 
     fn resolve(link: &std::path::Path) -> String {
         let script = resolve_link_script(&link.display().to_string());
