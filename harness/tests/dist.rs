@@ -1,16 +1,18 @@
 //! The packaged CLI: `cargo xtask dist` builds the harness's .deb, which
 //! installs on a bare Debian image holding only the package's declared
 //! dependencies (so a missing Depends fails here, not on a CI runner), and the
-//! installed `release-harness` answers, reads a project, releases its
-//! built-in fixture without the source tree, and says what to do when the
-//! engine it needs is not there.
+//! installed `release-harness` answers, reads a project, says what to do when
+//! the engine it needs is not there, and, driving this host's engine through
+//! its socket, releases its built-in fixture through a whole dry run without
+//! the source tree and without mmdebstrap (the images this host made are
+//! found by their content hash), leaving nothing on the engine.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use testcontainers::core::ImageExt;
+use testcontainers::core::{ImageExt, Mount};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::GenericImage;
 
@@ -124,12 +126,23 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
         .expect("an image with the package's Depends");
     let (repo, tag) = image.rsplit_once(':').unwrap();
     let run_id = harness::support::docker::new_run_id();
+    // The harness inside drives this host's engine, as a CI job in a
+    // container does: through the engine's socket, or DOCKER_HOST when it
+    // is a TCP address.
     let container = GenericImage::new(repo, tag)
         .with_container_name(format!("rh-{run_id}-dist"))
-        .with_labels(harness::support::docker::run_labels(&run_id))
-        .start()
-        .await
-        .expect("a container from the image");
+        .with_labels(harness::support::docker::run_labels(&run_id));
+    let container = match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.starts_with("unix://") => container.with_env_var("DOCKER_HOST", host),
+        host => {
+            let socket = host
+                .ok()
+                .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+                .unwrap_or_else(|| "/var/run/docker.sock".into());
+            container.with_mount(Mount::bind_mount(socket, "/var/run/docker.sock"))
+        }
+    };
+    let container = container.start().await.expect("a container from the image");
     let id = container.id().to_string();
 
     let (_fixture_dir, project) = support::fixture_repo("minideploy");
@@ -197,9 +210,13 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
         status.stdout
     );
 
-    // No engine inside the container: the release stops at preflight, changes
-    // nothing, and says what to do.
-    let release = exec("release-harness release --dry-run --project /srv/minideploy").await;
+    // No engine where DOCKER_HOST points: the release stops at preflight,
+    // changes nothing, and says what to do.
+    let release = exec(
+        "DOCKER_HOST=unix:///nonexistent.sock release-harness release --dry-run \
+         --project /srv/minideploy",
+    )
+    .await;
     assert_eq!(release.code, 1, "{}{}", release.stdout, release.stderr);
     assert!(
         release
@@ -210,18 +227,110 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     );
     assert!(release.stderr.contains("DOCKER_HOST"), "{}", release.stderr);
 
-    // The built-in fixture comes from the binary, not from a source tree
-    // (there is none here): it is materialized, then preflight stops the same
-    // way for want of an engine.
-    let fixture = exec("cd / && release-harness release --dry-run --fixture minideploy").await;
-    assert_eq!(fixture.code, 1, "{}{}", fixture.stdout, fixture.stderr);
+    // The README's first command, from the installed package: the built-in
+    // fixture comes from the binary (there is no source tree here), the
+    // engine is this host's, and its images were made by this host. Without
+    // mmdebstrap (taken away, as on a CI runner that only drives a warm
+    // engine) nothing is built, so nothing is installed either.
+    // This host makes the images first, as the runs of a CI runner's
+    // shared engine did before: the builder, by building the fixture, and
+    // the fleet's, from what the .deb depends on.
+    let config = harness::config::Config::load(&project).unwrap();
+    let built_here = tempfile::tempdir().unwrap();
+    let built = harness::release::build::build(&docker, &config, &project, built_here.path(), &say)
+        .await
+        .expect("building the fixture on this host");
+    let runtime = harness::support::debian::deb_depends(built.deb()).unwrap();
+    harness::support::images::fleet_image(&docker, &config, &runtime, &say)
+        .await
+        .expect("the fleet image on this host");
+    let removed =
+        exec("dpkg -r --force-depends mmdebstrap >/dev/null 2>&1; ! command -v mmdebstrap").await;
     assert!(
-        fixture
-            .stderr
-            .contains("preflight failed, nothing was changed"),
-        "{}",
-        fixture.stderr
+        removed.ok(),
+        "mmdebstrap is still there:\n{}",
+        removed.stderr
+    );
+    let hostname = exec("cat /proc/sys/kernel/hostname").await.stdout;
+    let made_here = format!("{}:", hostname.trim());
+    let before = owned_by(&docker, &made_here).await;
+    let started = std::time::Instant::now();
+    let dry_run = exec(
+        "cd /tmp && CI=true release-harness release --dry-run --fixture minideploy --out /tmp/out",
+    )
+    .await;
+    eprintln!("the packaged dry run took {:?}", started.elapsed());
+    let shown = format!("{}{}", dry_run.stdout, dry_run.stderr);
+    assert_eq!(dry_run.code, 0, "the packaged dry run failed:\n{shown}");
+    assert!(
+        dry_run.stderr.contains(": 5 of 5 scenarios passed"),
+        "{shown}"
+    );
+    assert!(
+        dry_run.stdout.contains("dry run of minideploy 0.2.0-1"),
+        "{shown}"
+    );
+    assert!(
+        !dry_run.stderr.contains("installing mmdebstrap")
+            && !dry_run.stderr.contains("mmdebstrap "),
+        "an image was made or mmdebstrap installed, though this host made them all:\n{shown}"
+    );
+    let junit = exec("cat /tmp/out/minideploy_0.2.0-1/junit.xml").await;
+    assert!(junit.stdout.contains("failures=\"0\""), "{}", junit.stdout);
+    // What the run inside made on the engine carries its owner label
+    // (`<container's hostname>:<pid>`): all of it is gone.
+    assert_eq!(before, Vec::<String>::new());
+    assert_eq!(
+        owned_by(&docker, &made_here).await,
+        Vec::<String>::new(),
+        "the packaged dry run left containers or networks"
     );
 
-    drop(container);
+    container.rm().await.expect("removing the dist container");
+    assert_eq!(
+        support::leftovers(&docker, &run_id).await,
+        0,
+        "the dist container is still there"
+    );
+}
+
+/// Names of the containers and networks whose owner label starts with
+/// `prefix` (`<hostname>:`): what runs on that host made.
+async fn owned_by(docker: &bollard::Docker, prefix: &str) -> Vec<String> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    use std::collections::HashMap;
+    let owner = harness::support::docker::LABEL_OWNER;
+    let filters = HashMap::from([("label", vec![owner])]);
+    let ours = |labels: Option<HashMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(owner).cloned())
+            .is_some_and(|o| o.starts_with(prefix))
+    };
+    let mut names: Vec<String> = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| ours(c.labels.clone()))
+        .map(|c| c.names.unwrap_or_default().join(","))
+        .collect();
+    names.extend(
+        docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| ours(n.labels.clone()))
+            .map(|n| n.name.unwrap_or_default()),
+    );
+    names
 }

@@ -49,8 +49,8 @@ pub mod exit {
     pub const SOAKING: u8 = 10;
     /// promote: a gate check failed; nothing beyond the canaries changed.
     pub const BLOCKED: u8 = 11;
-    /// Interrupted (Ctrl-C, SIGTERM, SIGHUP); everything the run made was
-    /// removed.
+    /// Interrupted (Ctrl-C, SIGTERM, SIGHUP): what a release made was
+    /// removed; a promote or rollback recorded in the ledger where it stopped.
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -66,9 +66,10 @@ pub enum Stop {
     /// promote: a gate check failed.
     #[error("{0}")]
     Blocked(String),
-    /// A signal cut the run off; what it made was removed.
-    #[error("interrupted: what this run made was removed")]
-    Interrupted,
+    /// A signal cut the run off; the message says what became of what it
+    /// made (removed, or recorded in the ledger).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Stop {
@@ -77,7 +78,7 @@ impl Stop {
             Stop::VerifyFailed(_) => exit::VERIFY_FAILED,
             Stop::NotYet(_) => exit::SOAKING,
             Stop::Blocked(_) => exit::BLOCKED,
-            Stop::Interrupted => exit::INTERRUPTED,
+            Stop::Interrupted(_) => exit::INTERRUPTED,
         }
     }
 }
@@ -341,8 +342,54 @@ async fn undo_if_cut_off<T>(
             tracing::warn!(signal, "cut off: cleaning up");
             eprintln!("interrupted: removing what this run made ...");
             clean_up(cleanup).await;
-            Err(Stop::Interrupted.into())
+            Err(Stop::Interrupted("what this run made was removed".into()).into())
         }
+    }
+}
+
+/// Runs a production command (`promote`, `rollback`) to its end unless a
+/// signal cuts it off. Then the command's future is dropped, which kills the
+/// rollout call under way, and the ledger is brought to where production
+/// stands: the step it was in is closed as interrupted (a promote stays under
+/// way, so the next one resumes at that batch) and the production lock is
+/// given back, so the next run neither waits for a lease nor needs
+/// --break-lock.
+async fn record_if_cut_off<T>(
+    repo: &crate::support::git::Repo,
+    command: &str,
+    progress: &Progress,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let signal = tokio::select! {
+        done = work => return done,
+        signal = cut_off() => signal,
+    };
+    progress.finish_step(false);
+    tracing::warn!(signal, command, "cut off: recording it in the ledger");
+    eprintln!("interrupted by {signal}: recording where the {command} stopped ...");
+    let why = format!(
+        "interrupted by {signal} ({}); the next {command} runs it again",
+        crate::ledger::Actor::current().describe()
+    );
+    let closed = crate::ledger::Ledger::open(repo).and_then(|l| l.close_after_cut_off(&why));
+    match closed {
+        Ok(steps) => {
+            for step in &steps {
+                eprintln!("  {step}: interrupted");
+            }
+            Err(Stop::Interrupted(format!(
+                "the ledger says where the {command} stopped and the production lock was given \
+                 back; run {command} again to go on"
+            ))
+            .into())
+        }
+        // Still exit 130: the next run finds the steps open and the lock's
+        // holder dead, and takes over, as after a crash.
+        Err(e) => Err(Stop::Interrupted(format!(
+            "the ledger could not be updated ({e:#}); the next {command} finds the cut-off \
+             step and takes the lock over"
+        ))
+        .into()),
     }
 }
 
@@ -397,7 +444,7 @@ mod tests {
         assert_eq!(code(Stop::VerifyFailed(failed).into()), 3);
         assert_eq!(code(Stop::NotYet("soaking".into()).into()), 10);
         assert_eq!(code(Stop::Blocked("blocked".into()).into()), 11);
-        assert_eq!(code(Stop::Interrupted.into()), 130);
+        assert_eq!(code(Stop::Interrupted("removed".into()).into()), 130);
         // Context added on the way up does not hide the code.
         let wrapped = anyhow::Error::from(Stop::Blocked("b".into())).context("promoting 0.2.0");
         assert_eq!(code(wrapped), 11);

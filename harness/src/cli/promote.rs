@@ -46,7 +46,8 @@ pub async fn run(args: &PromoteArgs, context: &Context) -> Result<()> {
     };
     tracing::info!(release = ?options.release, force = options.force, "promote");
     let (repo, config) = context.ledger_project()?;
-    let outcome = crate::production::promote(&repo, &config, &options, &context.progress).await?;
+    let promote = crate::production::promote(&repo, &config, &options, &context.progress);
+    let outcome = super::record_if_cut_off(&repo, "promote", &context.progress, promote).await?;
     // The promote itself went through; what the gate said is the outcome.
     context.progress.finish_step(true);
     if args.json {

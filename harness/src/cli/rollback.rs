@@ -32,7 +32,8 @@ pub async fn run(args: &RollbackArgs, context: &Context) -> Result<()> {
     };
     tracing::info!(release = ?options.release, to = ?options.to, "rollback");
     let (repo, config) = context.ledger_project()?;
-    let hosts = crate::production::rollback(&repo, &config, &options, &context.progress).await?;
+    let rollback = crate::production::rollback(&repo, &config, &options, &context.progress);
+    let hosts = super::record_if_cut_off(&repo, "rollback", &context.progress, rollback).await?;
     context.progress.finish_step(true);
     eprintln!(
         "rolled back {} hosts to {}",

@@ -302,6 +302,52 @@ impl Ledger {
         Ok(())
     }
 
+    /// After a signal cut this process off in the middle of a production
+    /// operation: closes every step it started and did not finish as
+    /// interrupted, with `why`, and gives back the production lock if it
+    /// holds it. A promote step stays under way: the next promote resumes
+    /// it from the interrupted batch, as it does after a crash. Returns one
+    /// line per step closed (`<tag>: batch 2 (app2)`).
+    pub fn close_after_cut_off(&self, why: &str) -> Result<Vec<String>> {
+        let me = Actor::current();
+        let mine = |s: &Step| s.by.host == me.host && s.by.pid == me.pid;
+        let mut closed = Vec::new();
+        for record in self.records()? {
+            let open: Vec<usize> = record
+                .unfinished()
+                .into_iter()
+                .filter(|(_, s)| mine(s) && s.kind != StepKind::Promote)
+                .map(|(i, _)| i)
+                .collect();
+            for index in open {
+                let step = &record.steps[index];
+                closed.push(match step.batch {
+                    Some(b) => format!(
+                        "{}: {} {b} ({})",
+                        record.tag,
+                        step.kind.name(),
+                        step.hosts.join(",")
+                    ),
+                    None => format!("{}: {}", record.tag, step.kind.name()),
+                });
+                self.finish_step(&record.tag, index, Outcome::Interrupted, |s| {
+                    s.message = why.to_string()
+                })?;
+            }
+        }
+        let (current, lease) = self.sync_ref(LOCK_REF)?;
+        if let Some(commit) = current {
+            let holder = self.read_lock(&commit)?;
+            if holder.by.host == me.host
+                && holder.by.pid == me.pid
+                && !self.publish(LOCK_REF, None, Some(&commit), lease.as_deref())?
+            {
+                eprintln!("warning: the production lock changed while being released; leaving it");
+            }
+        }
+        Ok(closed)
+    }
+
     /// The object notes attach to: the tag itself (the tag object of an
     /// annotated tag).
     fn tag_object(&self, tag: &str) -> Result<String> {

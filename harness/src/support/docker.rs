@@ -4,8 +4,8 @@
 //! runs left behind.
 
 use std::collections::HashMap;
-
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
@@ -16,6 +16,22 @@ pub const LABEL_RUN: &str = "org.release-harness.run";
 /// `<hostname>:<pid>` of the process that made it: a resource whose process
 /// is gone is stale and swept at the next start.
 pub const LABEL_OWNER: &str = "org.release-harness.owner";
+
+/// How long one engine call may take to answer. bollard's default (2 min)
+/// is too short for an engine that several runs share: under load, a create,
+/// start or forced removal can take longer, and a timed-out call looks like
+/// a failure though the engine goes on with it. A longer wait means a stuck
+/// engine, not a busy one. `RELEASE_HARNESS_ENGINE_TIMEOUT_SECS` overrides it.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn engine_timeout() -> Duration {
+    std::env::var("RELEASE_HARNESS_ENGINE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(ENGINE_TIMEOUT)
+}
 
 /// Connects and checks that the engine answers, with an error that says what
 /// to do when it does not.
@@ -28,7 +44,9 @@ pub async fn connect() -> Result<Docker> {
              engine; to skip container tests on purpose set RELEASE_HARNESS_SKIP_DOCKER=1"
         )
     };
-    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+    let docker = Docker::connect_with_defaults()
+        .map_err(unreachable)?
+        .with_timeout(engine_timeout());
     // bollard speaks a newer API than some engines accept (20.10 speaks 1.41);
     // asking the engine first makes every later request use what it speaks.
     let docker = docker.negotiate_version().await.map_err(unreachable)?;
@@ -438,6 +456,7 @@ async fn wait_for_line(
         .build();
     let mut logs = docker.logs(container, Some(options));
     let mut seen = String::new();
+    let within = scaled_to_load(within);
     let found = tokio::time::timeout(within, async {
         while let Some(chunk) = logs.next().await {
             let chunk = chunk.with_context(|| format!("reading the log of {container}"))?;
@@ -465,24 +484,101 @@ async fn wait_for_line(
     }
 }
 
+/// `wait` stretched by how busy this machine is: a container's start-up
+/// (host keys, sshd) is CPU work, so on a machine whose run queue is N times
+/// its cores it takes about N times as long. At most 5 times, so a container
+/// that never gets ready is still named within minutes.
+fn scaled_to_load(wait: Duration) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    wait.mul_f64(load_factor(load, cores))
+}
+
+fn load_factor(load: f64, cores: f64) -> f64 {
+    (load / cores.max(1.0)).clamp(1.0, 5.0)
+}
+
 fn tail_of(log: &str) -> String {
     crate::support::process::indent(&crate::support::process::tail(log, 10))
 }
 
 /// Force-removes `names` (all at once), then `network`. Already gone is
-/// fine.
+/// fine; a busy engine's timeouts and conflicts are waited out (see
+/// `patiently`).
 async fn remove_now(docker: &Docker, names: &[String], network: Option<&str>) -> Result<()> {
     let removals = join_all(names.iter().map(|name| async move {
-        gone_is_fine(docker.remove_container(name, Some(force_remove())).await)
+        patiently(|| docker.remove_container(name, Some(force_remove())))
+            .await
             .with_context(|| format!("removing container {name}"))
     }))
     .await;
     removals.into_iter().collect::<Result<Vec<()>>>()?;
     if let Some(network) = network {
-        gone_is_fine(docker.remove_network(network).await)
+        patiently(|| docker.remove_network(network))
+            .await
             .with_context(|| format!("removing network {network}"))?;
     }
     Ok(())
+}
+
+/// How long a removal keeps trying before it reports the failure.
+const REMOVAL_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Runs an idempotent removal until it is done or gone (404), retrying with
+/// backoff (0.5 s, doubling up to 10 s, for up to `REMOVAL_PATIENCE`) while
+/// the engine is busy rather than refusing: a call that timed out (the
+/// engine goes on removing), a removal already in progress (409), a network
+/// whose endpoints are still being torn down, a 5xx. Anything else fails
+/// at once.
+async fn patiently<F, Fut>(call: F) -> Result<(), bollard::errors::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), bollard::errors::Error>>,
+{
+    patiently_within(call, REMOVAL_PATIENCE, Duration::from_millis(500)).await
+}
+
+async fn patiently_within<F, Fut>(
+    mut call: F,
+    patience: Duration,
+    first_pause: Duration,
+) -> Result<(), bollard::errors::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), bollard::errors::Error>>,
+{
+    let deadline = Instant::now() + patience;
+    let mut pause = first_pause;
+    loop {
+        match gone_is_fine(call().await) {
+            Err(e) if engine_busy(&e) && Instant::now() + pause < deadline => {
+                tracing::debug!("engine busy ({e}): trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether an engine error says "busy, try again" rather than "no".
+fn engine_busy(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    match e {
+        E::RequestTimeoutError | E::HyperResponseError { .. } | E::IOError { .. } => true,
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            *status_code >= 500
+                || *status_code == 409
+                || (*status_code == 403 && message.contains("active endpoints"))
+        }
+        _ => false,
+    }
 }
 
 fn force_remove() -> bollard::query_parameters::RemoveContainerOptions {
@@ -581,20 +677,15 @@ async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
     let mut removed = 0;
     for r in labelled(docker, label).await? {
         let result = if r.network {
-            docker.remove_network(&r.id).await
+            patiently(|| docker.remove_network(&r.id)).await
         } else {
-            docker.remove_container(&r.id, Some(force_remove())).await
+            patiently(|| docker.remove_container(&r.id, Some(force_remove()))).await
         };
-        match result {
-            Ok(()) => removed += 1,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                let what = if r.network { "network" } else { "container" };
-                return Err(e).with_context(|| format!("removing {what} {}", r.id));
-            }
+        if let Err(e) = result {
+            let what = if r.network { "network" } else { "container" };
+            return Err(e).with_context(|| format!("removing {what} {}", r.id));
         }
+        removed += 1;
     }
     Ok(removed)
 }
@@ -604,6 +695,86 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::support::images;
+
+    fn refused(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_string(),
+        }
+    }
+
+    /// A busy engine's answers are waited out: a call that timed out, then a
+    /// removal in progress, then gone.
+    #[tokio::test]
+    async fn a_removal_waits_out_a_busy_engine_and_stops_at_a_real_refusal() {
+        let answers = std::sync::Mutex::new(vec![
+            Err(bollard::errors::Error::RequestTimeoutError),
+            Err(refused(
+                409,
+                "removal of container x is already in progress",
+            )),
+            Err(refused(404, "No such container: x")),
+        ]);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let call = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answers.lock().unwrap().remove(0);
+            async move { answer }
+        };
+        patiently_within(call, Duration::from_secs(5), Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let refusals = std::sync::Mutex::new(vec![Err(refused(400, "bad parameter"))]);
+        let err = patiently(|| {
+            let answer = refusals.lock().unwrap().remove(0);
+            async move { answer }
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("bad parameter"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_removal_that_never_gets_through_gives_up_after_its_patience() {
+        let started = Instant::now();
+        let patience = Duration::from_millis(400);
+        let err = patiently_within(
+            || async { Err(bollard::errors::Error::RequestTimeoutError) },
+            patience,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, bollard::errors::Error::RequestTimeoutError));
+        let waited = started.elapsed();
+        assert!(
+            waited <= patience + Duration::from_millis(200) && waited > patience / 4,
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn busy_is_told_apart_from_no() {
+        assert!(engine_busy(&bollard::errors::Error::RequestTimeoutError));
+        assert!(engine_busy(&refused(500, "driver failed")));
+        assert!(engine_busy(&refused(409, "removal already in progress")));
+        assert!(engine_busy(&refused(
+            403,
+            "error while removing network: network rh-x has active endpoints"
+        )));
+        assert!(!engine_busy(&refused(403, "operation not permitted")));
+        assert!(!engine_busy(&refused(400, "bad parameter")));
+    }
+
+    #[test]
+    fn waits_stretch_with_the_load_up_to_five_times() {
+        assert_eq!(load_factor(0.3, 2.0), 1.0);
+        assert_eq!(load_factor(6.0, 2.0), 3.0);
+        assert_eq!(load_factor(34.0, 2.0), 5.0);
+        assert_eq!(load_factor(1.0, 0.0), 1.0);
+    }
 
     async fn idle_image(docker: &Docker) -> String {
         let config = Config::parse("", std::path::Path::new("release.toml")).unwrap();

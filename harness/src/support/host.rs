@@ -1,7 +1,10 @@
 //! The programs the harness runs on this host (git, mmdebstrap, dpkg-deb,
 //! dpkg-parsechangelog, ...), the Debian package of each, and the first-run
 //! step that brings the missing ones: as root with apt-get, it installs them;
-//! otherwise it stops with the one apt-get command that does.
+//! otherwise it stops with the one apt-get command that does. The image
+//! makers (mmdebstrap and its certificates) are brought only when an image
+//! must be made (`ensure_for_images`): a host whose engine has the images
+//! already, such as a CI runner on a warm shared engine, needs neither.
 
 use std::path::Path;
 
@@ -55,18 +58,26 @@ pub const DOCKER_CLI: Tool = Tool {
     why: "bench times plain `docker run` for comparison",
 };
 
-/// What `release` needs: everything from the project to the verified .deb.
-pub const FOR_RELEASE: &[Tool] = &[
-    MMDEBSTRAP,
-    DPKG_DEB,
-    DPKG_PARSECHANGELOG,
-    GIT,
-    CA_CERTIFICATES,
-];
+/// What `release` needs before it starts: everything from the project to
+/// the verified .deb but the image makers (`FOR_IMAGES`).
+pub const FOR_RELEASE: &[Tool] = &[DPKG_DEB, DPKG_PARSECHANGELOG, GIT];
 /// What `bump`, `promote`, `rollback` and `status` need.
 pub const FOR_PROJECT: &[Tool] = &[GIT, DPKG_PARSECHANGELOG];
-/// What `bench` needs: the images and the plain docker CLI.
-pub const FOR_BENCH: &[Tool] = &[MMDEBSTRAP, DPKG_DEB, CA_CERTIFICATES, DOCKER_CLI];
+/// What `bench` needs before it starts: the plain docker CLI (and
+/// `FOR_IMAGES` if an image is missing).
+pub const FOR_BENCH: &[Tool] = &[DPKG_DEB, DOCKER_CLI];
+/// What making a base image needs, brought when one is missing.
+pub const FOR_IMAGES: &[Tool] = &[MMDEBSTRAP, CA_CERTIFICATES];
+
+/// `ensure(FOR_IMAGES)` with the real lookup, once at a time in a process:
+/// the builder and the fleet images can be missing at once, and two
+/// apt-gets would fight over dpkg's lock. Called only when an image must
+/// be made.
+pub fn ensure_for_images(say: &dyn Fn(&str)) -> Result<()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    ensure(FOR_IMAGES, &on_path, running_as_root(), say)
+}
 
 /// Whether `program` can be run from this host: an executable file on PATH
 /// or in the sbin directories.
@@ -184,14 +195,16 @@ mod tests {
         // The machine that runs the tests has everything a release needs;
         // a false negative of the lookup would install for nothing.
         assert_eq!(missing(FOR_RELEASE, &on_path), vec![]);
+        assert_eq!(missing(FOR_IMAGES, &on_path), vec![]);
         assert!(!on_path("no-such-program-here"));
     }
 
     #[test]
     fn not_root_stops_with_one_command_for_everything_missing() {
         let said = RefCell::new(Vec::new());
+        let needed = [FOR_IMAGES, FOR_RELEASE].concat();
         let err = ensure(
-            FOR_RELEASE,
+            &needed,
             &without(&["mmdebstrap", "dpkg-parsechangelog"]),
             false,
             &|line| said.borrow_mut().push(line.to_string()),

@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::support::{debian, process};
 
 /// Bumped when the way images are made changes, so old tags are not reused.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the tag no longer hashes the version of mmdebstrap, so it is known
+/// without mmdebstrap, which is brought only when an image must be made.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Every image the harness makes is named `release-harness/<kind>`.
 pub const REPOSITORY_PREFIX: &str = "release-harness";
@@ -112,8 +114,9 @@ pub async fn base_image_of(
     progress: &dyn Fn(&str),
 ) -> Result<String> {
     let relations = checked_relations(sets)?;
-    let mmdebstrap = mmdebstrap_version().await?;
-    let mut recipe = format!("format {FORMAT_VERSION}\n{mmdebstrap}\nsuite {suite}\n");
+    // What goes into the image, not the tool that made it: a host without
+    // mmdebstrap finds the images another host made on the engine.
+    let mut recipe = format!("format {FORMAT_VERSION}\nsuite {suite}\n");
     for r in &relations {
         recipe.push_str(r);
         recipe.push('\n');
@@ -125,9 +128,11 @@ pub async fn base_image_of(
         progress(&format!("image {tag}: up to date"));
         return Ok(tag);
     }
+    crate::support::host::ensure_for_images(progress)?;
+    let mmdebstrap = mmdebstrap_version().await?;
     let started = Instant::now();
     progress(&format!(
-        "image {tag}: mmdebstrap {suite} with {} packages",
+        "image {tag}: {mmdebstrap} {suite} with {} packages",
         relations.len()
     ));
     let dir = tempfile::tempdir().context("making a temporary directory for mmdebstrap")?;

@@ -157,23 +157,34 @@ fn redact_word(w: &str) -> String {
     }
 }
 
-/// A dry run of the fixture's fresh-install scenario, started as CI would
-/// start it, and read until its fleet is up: the point at which the tests
-/// cut it off. Returns the child, the owner label of what it made, the rest
+/// A running `release-harness` started as CI would start it, read up to a
+/// line of its stderr: the child, the owner label of what it makes, the rest
 /// of its stderr, and what it printed so far.
-pub fn release_until_fleet_up(
-    out: &Path,
-) -> (
+pub type Started = (
     std::process::Child,
     String,
     std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
     String,
-) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_release-harness"))
+);
+
+/// A dry run of the fixture's fresh-install scenario, started as CI would
+/// start it, and read until its fleet is up: the point at which the tests
+/// cut it off.
+pub fn release_until_fleet_up(out: &Path) -> Started {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_release-harness"));
+    command
         .args(["release", "--dry-run", "--fixture", "minideploy", "--out"])
         .arg(out)
-        .args(["--scenario", "fresh-install"])
+        .args(["--scenario", "fresh-install"]);
+    run_until(command, "containers up")
+}
+
+/// Starts `command` (the CLI, with `CI=true` for plain lines) and reads its
+/// stderr until a line contains `marker`; fails with what it printed if it
+/// ends first or takes over 15 minutes (a cold machine builds its images).
+pub fn run_until(mut command: Command, marker: &str) -> Started {
+    use std::io::BufRead;
+    let mut child = command
         .env("CI", "true")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -188,19 +199,175 @@ pub fn release_until_fleet_up(
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
     loop {
-        let line = lines
-            .next()
-            .expect("the release ended before its fleet came up")
-            .unwrap();
+        let Some(line) = lines.next() else {
+            let _ = child.kill();
+            panic!("it ended before printing `{marker}`:\n{seen}");
+        };
+        let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("containers up") {
+        if line.contains(marker) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no fleet after 15 min:\n{seen}"
+            "no `{marker}` after 15 min:\n{seen}"
         );
     }
     (child, owner, lines, seen)
+}
+
+/// Sends SIGTERM to `child` (as a cancelled CI job does) and waits for it:
+/// its exit code, the rest of its stderr, and how long it took to end.
+pub fn terminate(
+    child: &mut std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) -> (Option<i32>, String, std::time::Duration) {
+    let sent = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {}", child.id());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    (status.code(), rest.join("\n"), sent.elapsed())
+}
+
+/// A bare repository beside `repo`, added as its `origin` and holding its
+/// branch and tags: a real (not dry) release pushes there.
+pub fn bare_origin(dir: &Path, repo: &Path) -> PathBuf {
+    let origin = dir.join("origin.git");
+    git(dir, &["init", "-q", "--bare", origin.to_str().unwrap()]);
+    git(repo, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(repo, &["push", "-q", "origin", "main", "--tags"]);
+    origin
+}
+
+/// The release the production testbed rolls out: its tag and the two
+/// versions (on the targets before, and new).
+pub const PROD_TAG: &str = "0.2.0";
+pub const PROD_PREVIOUS: &str = "0.1.0-1";
+pub const PROD_NEW: &str = "0.2.0-1";
+
+/// A production testbed (cumin host, 2 canaries, 3 app hosts, real cumin
+/// and the debdeploy stand-in) whose canaries run release `PROD_TAG` of a
+/// fixture repository: the ledger holds the release and its canary step,
+/// as after `release`. The testbed's containers go when it is dropped.
+pub struct Production {
+    pub tb: harness::production::testbed::Testbed,
+    pub repo: harness::support::git::Repo,
+    pub progress: harness::support::progress::Progress,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `Production`, with `tune` applied to the fixture's configuration
+/// first.
+pub async fn production_on_canaries(
+    docker: &bollard::Docker,
+    tune: impl FnOnce(&mut harness::config::Config),
+) -> Production {
+    use harness::production::testbed::{make_deb, Testbed};
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
+    let repo = harness::support::git::Repo::open(&path).unwrap();
+    repo.tag_annotated(PROD_TAG, "Release 0.2.0").unwrap();
+    let mut config = harness::config::Config::load(&path).unwrap();
+    config.gate.min_soak_secs = 0;
+    tune(&mut config);
+    let progress = harness::support::progress::Progress::new(false);
+    let image = harness::support::images::fleet_image(docker, &config, &[], &progress.reporter())
+        .await
+        .unwrap();
+    let previous = make_deb(&dir.path().join("previous"), "minideploy", PROD_PREVIOUS).unwrap();
+    let new = make_deb(&dir.path().join("new"), "minideploy", PROD_NEW).unwrap();
+    let report = harness::verify::report::VerifyReport {
+        package: "minideploy".into(),
+        version: PROD_NEW.into(),
+        previous: Some(PROD_PREVIOUS.into()),
+        scenarios: Vec::new(),
+        duration: std::time::Duration::from_secs(1),
+        coverage: None,
+    };
+    let now = harness::ledger::now();
+    let facts = harness::production::ReleaseFacts {
+        tag: PROD_TAG.into(),
+        version: PROD_NEW.into(),
+        commit: repo.head().unwrap(),
+        deb: new.path.clone(),
+        deb_sha256: hex::encode(Sha256::digest(std::fs::read(&new.path).unwrap())),
+        verify_digest: report.digest(),
+        coverage: None,
+        tagged_at: now.clone(),
+        built_at: now.clone(),
+        verified_at: now,
+    };
+    let size = harness::verify::fleet::Size {
+        canaries: 2,
+        apps: 3,
+    };
+    let run_id = harness::support::docker::new_run_id();
+    let tb = Testbed::start(
+        docker, &config, &image, size, previous, new, &run_id, false, &progress,
+    )
+    .await
+    .unwrap();
+    harness::production::canary(&repo, &tb.config, &facts, false, &progress)
+        .await
+        .unwrap();
+    Production {
+        tb,
+        repo,
+        progress,
+        _dir: dir,
+    }
+}
+
+impl Production {
+    /// Writes the testbed's production settings into the project's
+    /// release.toml, so the CLI run in the project reaches the testbed's
+    /// cumin host as it would reach a production one.
+    pub fn write_release_toml(&self) {
+        let c = &self.tb.config;
+        let path = self.repo.root.join("release.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "\n[rollout]\ncommand_prefix = {:?}\ncanaries = {:?}\nfleet = {:?}\n\
+             batch_size = {}\n\n[gate]\nmin_soak_secs = {}\n",
+            c.rollout.command_prefix,
+            c.rollout.canaries,
+            c.rollout.fleet,
+            c.rollout.batch_size,
+            c.gate.min_soak_secs
+        ));
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// The release's ledger record.
+    pub fn record(&self) -> harness::ledger::Record {
+        harness::ledger::Ledger::open(&self.repo)
+            .unwrap()
+            .record(PROD_TAG)
+            .unwrap()
+            .expect("a ledger record")
+    }
+
+    /// (batch number, outcome) of every batch step, in order.
+    pub fn batches(&self) -> Vec<(usize, Option<harness::ledger::Outcome>)> {
+        self.record()
+            .steps
+            .iter()
+            .filter(|s| s.kind == harness::ledger::StepKind::Batch)
+            .map(|s| (s.batch.unwrap(), s.outcome))
+            .collect()
+    }
+
+    /// `docker pause` or `unpause` of a host's container: a frozen host.
+    pub fn docker_on(&self, verb: &str, host: &str) {
+        let container = &self.tb.fleet.host(host).unwrap().container;
+        harness::support::process::cmd("docker", [verb, container.as_str()])
+            .run()
+            .unwrap();
+    }
 }
