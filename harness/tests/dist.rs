@@ -240,7 +240,7 @@ async fn the_packaged_cli_installs_on_a_bare_image_and_runs() {
     let built = harness::release::build::build(&docker, &config, &project, built_here.path(), &say)
         .await
         .expect("building the fixture on this host");
-    let runtime = harness::support::debian::deb_depends(built.deb()).unwrap();
+    let runtime = harness::support::debian::deb_depends(&built.debs[0].path).unwrap();
     harness::support::images::fleet_image(&docker, &config, &runtime, &say)
         .await
         .expect("the fleet image on this host");

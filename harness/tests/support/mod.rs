@@ -268,7 +268,6 @@ pub async fn production_on_canaries(
     tune: impl FnOnce(&mut harness::config::Config),
 ) -> Production {
     use harness::production::testbed::{make_deb, Testbed};
-    use sha2::{Digest, Sha256};
     let dir = tempfile::tempdir().unwrap();
     let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
     let repo = harness::support::git::Repo::open(&path).unwrap();
@@ -295,8 +294,7 @@ pub async fn production_on_canaries(
         tag: PROD_TAG.into(),
         version: PROD_NEW.into(),
         commit: repo.head().unwrap(),
-        deb: new.path.clone(),
-        deb_sha256: hex::encode(Sha256::digest(std::fs::read(&new.path).unwrap())),
+        debs: new.built().unwrap(),
         verify_digest: report.digest(),
         coverage: None,
         tagged_at: now.clone(),
