@@ -52,15 +52,28 @@ pub fn repo_state(repo: &Path) -> String {
     )
 }
 
-/// Containers and networks that carry the harness's labels and belong to this
-/// run (other runs on a shared engine are not ours to count).
+/// Containers, networks and images (a prepared fleet's snapshot) that carry
+/// the harness's labels and belong to this run (other runs on a shared engine
+/// are not ours to count).
 pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
-    let (c, n) = labelled(
-        docker,
-        &format!("{}={run_id}", harness::support::docker::LABEL_RUN),
-    )
-    .await;
-    c + n
+    let label = format!("{}={run_id}", harness::support::docker::LABEL_RUN);
+    let (c, n) = labelled(docker, &label).await;
+    c + n + labelled_images(docker, &label).await
+}
+
+/// Images carrying `label` (`key=value`).
+pub async fn labelled_images(docker: &bollard::Docker, label: &str) -> usize {
+    use std::collections::HashMap;
+    let filters = HashMap::from([("label", vec![label])]);
+    docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len()
 }
 
 /// (containers, networks) carrying `label` (`key=value`).
@@ -169,6 +182,19 @@ pub fn release_until_fleet_up(
     std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
     String,
 ) {
+    release_until(out, "containers up")
+}
+
+/// Like `release_until_fleet_up`, read until a line containing `marker`.
+pub fn release_until(
+    out: &Path,
+    marker: &str,
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    String,
+) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_release-harness"))
         .args(["release", "--dry-run", "--fixture", "minideploy", "--out"])
@@ -194,7 +220,7 @@ pub fn release_until_fleet_up(
             .unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("containers up") {
+        if line.contains(marker) {
             break;
         }
         assert!(
