@@ -1,5 +1,5 @@
-//! `sweep`: the containers and networks of runs that died (and, with
-//! `--run`, of a kept fleet).
+//! `sweep`: the containers, networks and run-scoped images (a prepared
+//! fleet's snapshot) of runs that died (and, with `--run`, of a kept fleet).
 
 use anyhow::Result;
 use clap::Args;
@@ -20,6 +20,6 @@ pub async fn run(args: &SweepArgs) -> Result<()> {
     if let Some(run) = &args.run {
         removed += docker::remove_run(&engine, run).await?;
     }
-    println!("removed {removed} containers and networks");
+    println!("removed {removed} containers, networks and images");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The Docker engine: connecting (DOCKER_HOST or the local socket), the labels
 //! every resource of a run carries, the one guard that owns the containers
-//! (and network) a step starts and removes them, and sweeping what killed
-//! runs left behind.
+//! (and network, and images made from them) a step starts and removes them,
+//! and sweeping what killed runs left behind.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use futures_util::future::join_all;
 
-/// Every container and network the harness makes carries these labels.
+/// Every container, network and run-scoped image the harness makes carries
+/// these labels.
 pub const LABEL_RUN: &str = "org.release-harness.run";
 /// `<hostname>:<pid>` of the process that made it: a resource whose process
 /// is gone is stale and swept at the next start.
@@ -279,6 +280,9 @@ pub struct Containers {
     network: Option<String>,
     /// Every container created, started or not.
     names: Vec<String>,
+    /// Images made for this run only (a prepared fleet's snapshot), removed
+    /// after the containers.
+    images: Vec<String>,
 }
 
 impl Containers {
@@ -290,7 +294,15 @@ impl Containers {
             kept: false,
             network: None,
             names: Vec::new(),
+            images: Vec::new(),
         }
+    }
+
+    /// The same guard, labelling what it makes as kept (see `keep`) when
+    /// `kept`.
+    pub fn labelled_kept(mut self, kept: bool) -> Containers {
+        self.kept = kept;
+        self
     }
 
     /// Containers on a network of their own, `network`, made now. With
@@ -308,7 +320,8 @@ impl Containers {
         Ok(guard)
     }
 
-    fn labels(&self) -> HashMap<String, String> {
+    /// The labels of what this guard makes.
+    pub fn labels(&self) -> HashMap<String, String> {
         if self.kept {
             kept_labels(&self.run_id)
         } else {
@@ -392,12 +405,19 @@ impl Containers {
         self.names.push(name.to_string());
     }
 
+    /// Takes on an image made for this run (`docker commit`), to be removed
+    /// after the containers.
+    pub fn adopt_image(&mut self, name: &str) {
+        self.images.push(name.to_string());
+    }
+
     /// Leaves the containers and network running past the run (`--keep`).
     /// Only a guard made `kept` may be kept: the labels say so to the sweep.
     pub fn keep(mut self) {
         debug_assert!(self.kept, "keep() on a guard not labelled as kept");
         self.names.clear();
         self.network = None;
+        self.images.clear();
     }
 
     /// Removes the containers, then the network: a failure is only
@@ -405,7 +425,8 @@ impl Containers {
     pub async fn remove(mut self) {
         let names = std::mem::take(&mut self.names);
         let network = self.network.take();
-        if let Err(e) = remove_now(&self.docker, &names, network.as_deref()).await {
+        let images = std::mem::take(&mut self.images);
+        if let Err(e) = remove_now(&self.docker, &names, network.as_deref(), &images).await {
             eprintln!("warning: cleaning up run {}: {e:#}", self.run_id);
         }
     }
@@ -419,7 +440,8 @@ impl Drop for Containers {
     fn drop(&mut self) {
         let names = std::mem::take(&mut self.names);
         let network = self.network.take();
-        if names.is_empty() && network.is_none() {
+        let images = std::mem::take(&mut self.images);
+        if names.is_empty() && network.is_none() && images.is_empty() {
             return;
         }
         let run_id = self.run_id.clone();
@@ -429,7 +451,7 @@ impl Drop for Containers {
                 .build()?;
             runtime.block_on(async {
                 let docker = connect().await?;
-                remove_now(&docker, &names, network.as_deref()).await
+                remove_now(&docker, &names, network.as_deref(), &images).await
             })
         });
         match removal.join() {
@@ -505,10 +527,15 @@ fn tail_of(log: &str) -> String {
     crate::support::process::indent(&crate::support::process::tail(log, 10))
 }
 
-/// Force-removes `names` (all at once), then `network`. Already gone is
-/// fine; a busy engine's timeouts and conflicts are waited out (see
-/// `patiently`).
-async fn remove_now(docker: &Docker, names: &[String], network: Option<&str>) -> Result<()> {
+/// Force-removes `names` (all at once), then `network`, then `images`.
+/// Already gone is fine; a busy engine's timeouts and conflicts are waited
+/// out (see `patiently`).
+async fn remove_now(
+    docker: &Docker,
+    names: &[String],
+    network: Option<&str>,
+    images: &[String],
+) -> Result<()> {
     let removals = join_all(names.iter().map(|name| async move {
         patiently(|| docker.remove_container(name, Some(force_remove())))
             .await
@@ -521,6 +548,12 @@ async fn remove_now(docker: &Docker, names: &[String], network: Option<&str>) ->
             .await
             .with_context(|| format!("removing network {network}"))?;
     }
+    let removals = join_all(images.iter().map(|image| async move {
+        gone_is_fine(remove_image(docker, image).await)
+            .with_context(|| format!("removing image {image}"))
+    }))
+    .await;
+    removals.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(())
 }
 
@@ -550,17 +583,36 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), bollard::errors::Error>>,
 {
-    let deadline = Instant::now() + patience;
+    let started = Instant::now();
+    let deadline = started + patience;
     let mut pause = first_pause;
     loop {
         match gone_is_fine(call().await) {
-            Err(e) if engine_busy(&e) && Instant::now() + pause < deadline => {
+            Err(e)
+                if engine_busy(&e)
+                    && Instant::now() + pause < deadline_for(&e, started, deadline) =>
+            {
                 tracing::debug!("engine busy ({e}): trying again in {pause:?}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
             done => return done,
         }
+    }
+}
+
+/// "Active endpoints" clears within seconds when containers are still being
+/// torn down; an engine that lost track of an endpoint (seen under heavy
+/// load) never clears it, and only a dockerd restart does: no point waiting
+/// the full patience for that.
+const ENDPOINTS_PATIENCE: Duration = Duration::from_secs(30);
+
+fn deadline_for(e: &bollard::errors::Error, started: Instant, deadline: Instant) -> Instant {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 403, ..
+        } => deadline.min(started + ENDPOINTS_PATIENCE),
+        _ => deadline,
     }
 }
 
@@ -579,6 +631,16 @@ fn engine_busy(e: &bollard::errors::Error) -> bool {
         }
         _ => false,
     }
+}
+
+async fn remove_image(docker: &Docker, image: &str) -> Result<(), bollard::errors::Error> {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    docker
+        .remove_image(image, Some(options), None)
+        .await
+        .map(|_| ())
 }
 
 fn force_remove() -> bollard::query_parameters::RemoveContainerOptions {
@@ -625,22 +687,46 @@ pub async fn sweep_stale(docker: &Docker) -> Result<usize> {
         .collect();
     let mut removed = 0;
     for run in stale_runs {
-        removed += remove_run(docker, &run).await?;
+        // What a dead run left and the engine will not let go (a network
+        // with an endpoint it lost track of) is not this run's failure.
+        match remove_run(docker, &run).await {
+            Ok(n) => removed += n,
+            Err(e) => eprintln!("warning: sweeping what run {run} left: {e:#}"),
+        }
     }
     Ok(removed)
 }
 
-/// A container or network the harness made.
+/// A container, network or image the harness made.
 struct Resource {
-    network: bool,
+    kind: Kind,
     id: String,
     labels: HashMap<String, String>,
 }
 
-/// Containers, then networks (the order they can be removed in), that carry
-/// `label` (`key` or `key=value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Container,
+    Network,
+    Image,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Container => "container",
+            Kind::Network => "network",
+            Kind::Image => "image",
+        }
+    }
+}
+
+/// Containers, then networks, then images (the order they can be removed
+/// in), that carry `label` (`key` or `key=value`).
 async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    use bollard::query_parameters::{
+        ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    };
     let filters = HashMap::from([("label", vec![label])]);
     let containers = docker
         .list_containers(Some(
@@ -651,7 +737,7 @@ async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
         ))
         .await?
         .into_iter()
-        .map(|c| (false, c.id, c.labels));
+        .map(|c| (Kind::Container, c.id, c.labels));
     let networks = docker
         .list_networks(Some(
             ListNetworksOptionsBuilder::default()
@@ -660,12 +746,22 @@ async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
         ))
         .await?
         .into_iter()
-        .map(|n| (true, n.id, n.labels));
+        .map(|n| (Kind::Network, n.id, n.labels));
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await?
+        .into_iter()
+        .map(|i| (Kind::Image, Some(i.id), Some(i.labels)));
     Ok(containers
         .chain(networks)
-        .filter_map(|(network, id, labels)| {
+        .chain(images)
+        .filter_map(|(kind, id, labels)| {
             Some(Resource {
-                network,
+                kind,
                 id: id?,
                 labels: labels.unwrap_or_default(),
             })
@@ -676,14 +772,15 @@ async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {
 async fn remove_labelled(docker: &Docker, label: &str) -> Result<usize> {
     let mut removed = 0;
     for r in labelled(docker, label).await? {
-        let result = if r.network {
-            patiently(|| docker.remove_network(&r.id)).await
-        } else {
-            patiently(|| docker.remove_container(&r.id, Some(force_remove()))).await
+        let result = match r.kind {
+            Kind::Container => {
+                patiently(|| docker.remove_container(&r.id, Some(force_remove()))).await
+            }
+            Kind::Network => patiently(|| docker.remove_network(&r.id)).await,
+            Kind::Image => patiently(|| remove_image(docker, &r.id)).await,
         };
         if let Err(e) = result {
-            let what = if r.network { "network" } else { "container" };
-            return Err(e).with_context(|| format!("removing {what} {}", r.id));
+            return Err(e).with_context(|| format!("removing {} {}", r.kind.name(), r.id));
         }
         removed += 1;
     }

@@ -29,13 +29,20 @@ const DIST_PACKAGES: &str = "/usr/lib/python3/dist-packages/";
 /// as the deploy user on the targets), so the previous release's data is
 /// never credited to the new source.
 const DATA_ROOT: &str = "/var/tmp/release-harness-coverage";
-const RC_FILE: &str = "/etc/release-harness/coverage.rc";
 const PTH_FILE: &str = "/usr/lib/python3/dist-packages/zz_release_harness_coverage.pth";
+/// The collector the .pth imports (`coverage_hook.py`, filled in).
+const HOOK_MODULE: &str = "release_harness_coverage";
+const HOOK_FILE: &str = "/usr/lib/python3/dist-packages/release_harness_coverage.py";
+/// Set by the harness's own coverage.py runs on a host: the collector stays
+/// out of their way.
+const HOOK_OFF: &str = "RELEASE_HARNESS_COVERAGE=off";
 /// Records the installed version after every dpkg run (apt's Post-Invoke).
 const VERSION_HOOK: &str = "/usr/local/sbin/release-harness-coverage-version";
 const APT_HOOK: &str = "/etc/apt/apt.conf.d/99release-harness-coverage";
 /// Scratch directory on the deploy host where a scenario's data is combined.
 const COMBINE_DIR: &str = "/var/tmp/release-harness-combine";
+/// Scratch directory for the import-only floor.
+const IMPORT_DIR: &str = "/var/tmp/release-harness-import";
 
 /// The released tool, as coverage.py sees it once installed.
 #[derive(Debug, Clone)]
@@ -139,37 +146,34 @@ pub fn python_modules(listing: &str) -> Vec<String> {
 impl Instrument {
     /// The files that make every python3 on a host measure the tool.
     fn host_files(&self) -> Vec<docker::FileEntry> {
-        let include: String = self
+        // Measured: the files of these modules under dist-packages, by
+        // prefix (a package's directory, or a single-file module).
+        let prefixes: Vec<String> = self
             .modules
             .iter()
             .map(|m| {
                 if m.ends_with(".py") {
-                    format!("    {DIST_PACKAGES}{m}\n")
+                    format!("{DIST_PACKAGES}{m}")
                 } else {
-                    format!("    {DIST_PACKAGES}{m}/*\n")
+                    format!("{DIST_PACKAGES}{m}/")
                 }
             })
             .collect();
-        // `include`, not `source`: the tool runs inside its deployment
-        // repository, which may hold a directory named like the package.
-        // The warnings would reach the stderr of every python3 on the host.
-        let rc = format!(
-            "[run]\n\
-             parallel = True\n\
-             data_file = {DATA_ROOT}/${{RELEASE_HARNESS_COVERAGE_VERSION}}/.coverage\n\
-             include =\n{include}\
-             concurrency = thread,multiprocessing\n\
-             disable_warnings = no-data-collected, module-not-imported, module-not-measured\n"
-        );
+        let names: Vec<&str> = self
+            .modules
+            .iter()
+            .map(|m| m.strip_suffix(".py").unwrap_or(m))
+            .collect();
+        // JSON lists of strings are Python literals.
+        let collector = include_str!("coverage_hook.py")
+            .replace("@MODULES@", &serde_json::json!(names).to_string())
+            .replace("@PREFIXES@", &serde_json::json!(prefixes).to_string())
+            .replace("@DATA_ROOT@", DATA_ROOT);
         // Processes started over ssh do not inherit the environment, so the
-        // start-up hook is a .pth that every python3 reads.
+        // start-up hook is a .pth that every python3 reads; it only imports
+        // the collector, which waits for the tool to be imported.
+        let pth = format!("import {HOOK_MODULE}\n");
         let installed = format!("{DATA_ROOT}/installed");
-        let pth = format!(
-            "import os; os.environ.setdefault('RELEASE_HARNESS_COVERAGE_VERSION', \
-             (lambda p: open(p).read().strip() if os.path.exists(p) else 'none')('{installed}')); \
-             os.environ.setdefault('COVERAGE_PROCESS_START', '{RC_FILE}'); \
-             import coverage; coverage.process_startup()\n"
-        );
         let hook = format!(
             "#!/bin/sh\n\
              # After every dpkg run: the installed version of {pkg} names the\n\
@@ -188,7 +192,7 @@ impl Instrument {
         );
         let apt = format!("DPkg::Post-Invoke {{ \"{VERSION_HOOK} || true\"; }};\n");
         vec![
-            (RC_FILE.into(), rc.into_bytes(), 0o644),
+            (HOOK_FILE.into(), collector.into_bytes(), 0o644),
             (VERSION_HOOK.into(), hook.into_bytes(), 0o755),
             (APT_HOOK.into(), apt.into_bytes(), 0o644),
             (PTH_FILE.into(), pth.into_bytes(), 0o644),
@@ -210,14 +214,21 @@ impl Instrument {
             .run_on(
                 &all,
                 None,
-                &format!(
-                    "install -d -m 1777 {DATA_ROOT} && {VERSION_HOOK} && \
-                     python3 -c 'import coverage' || {{ echo 'python3-coverage is missing \
-                     from the fleet image (support::images::FLEET_PACKAGES)' >&2; exit 1; }}"
-                ),
+                &format!("install -d -m 1777 {DATA_ROOT} && {VERSION_HOOK}"),
             )
             .await
-            .context("instrumenting the fleet for coverage")
+            .context("instrumenting the fleet for coverage")?;
+        // coverage.py itself runs only where the data is combined.
+        fleet
+            .run(
+                fleet.deploy_host(),
+                None,
+                "python3 -c 'import coverage' || { echo 'python3-coverage is missing \
+                 from the fleet image (support::images::FLEET_PACKAGES)' >&2; exit 1; }",
+            )
+            .await
+            .context("instrumenting the fleet for coverage")?;
+        Ok(())
     }
 
     /// Copies the new version's data out of every host (stopped ones too),
@@ -266,7 +277,8 @@ impl Instrument {
                 Ok(Some(data)) => {
                     found.hosts.push(h.name.clone());
                     for (name, bytes) in data {
-                        files.push((format!("{COMBINE_DIR}/data/{name}"), bytes, 0o644));
+                        let path = format!("{COMBINE_DIR}/data/{}.{name}", h.name);
+                        files.push((path, bytes, 0o644));
                     }
                 }
                 Err(e) => found.missing.push(format!("{}: {e:#}", h.name)),
@@ -276,11 +288,7 @@ impl Instrument {
             return found;
         }
         match self.combine(fleet, files).await {
-            Ok(lines) => {
-                found.lines = lines;
-                found.import_only =
-                    Some(self.import_only(fleet).await.map_err(|e| format!("{e:#}")));
-            }
+            Ok(lines) => found.lines = lines,
             Err(e) => found
                 .missing
                 .push(format!("{} (combining): {e:#}", fleet.deploy_host().name)),
@@ -289,10 +297,11 @@ impl Instrument {
     }
 
     /// The lines that importing every module of the tool runs (definitions,
-    /// imports): the floor any run reaches, to read the total against.
-    /// Uses the .deb's files `combine` extracted on the deploy host.
-    async fn import_only(&self, fleet: &Fleet) -> Result<Lines> {
-        let site = format!("{COMBINE_DIR}/src{DIST_PACKAGES}");
+    /// imports): the floor any run reaches, to read the total against. The
+    /// same for every scenario, so it is measured once per run, on a host
+    /// whose apt repository holds the .deb (`Fleet::publish_debs`).
+    pub async fn import_only(&self, fleet: &Fleet) -> Result<Lines> {
+        let site = format!("{IMPORT_DIR}/src{DIST_PACKAGES}");
         let include: Vec<String> = self
             .modules
             .iter()
@@ -305,7 +314,7 @@ impl Instrument {
             })
             .collect();
         let rc = format!(
-            "[run]\ndata_file = {COMBINE_DIR}/.coverage-import\ninclude =\n    {}\n\
+            "[run]\ndata_file = {IMPORT_DIR}/.coverage-import\ninclude =\n    {}\n\
              disable_warnings = no-data-collected, module-not-imported, module-not-measured\n",
             include.join("\n    ")
         );
@@ -324,61 +333,73 @@ impl Instrument {
              \x20       except Exception:\n\
              \x20           pass\n";
         let deploy = fleet.deploy_host();
+        fleet
+            .run(deploy, None, &format!("rm -rf {IMPORT_DIR}"))
+            .await?;
         docker::put_files(
             &fleet.docker,
             &deploy.container,
-            &[
-                (format!("{COMBINE_DIR}/import.rc"), rc.into_bytes(), 0o644),
-                (
-                    format!("{site}release_harness_import_all.py"),
-                    script.as_bytes().to_vec(),
-                    0o644,
-                ),
-            ],
+            &[(format!("{IMPORT_DIR}/import.rc"), rc.into_bytes(), 0o644)],
         )
         .await?;
+        // The .deb's files, and the script beside its modules so that they
+        // are the ones imported. Removed after: the host may be snapshotted.
         let json = fleet
             .run(
                 deploy,
                 None,
                 &format!(
-                    "set -e; cd {COMBINE_DIR}; export COVERAGE_PROCESS_START=\n\
+                    "set -e; cd {IMPORT_DIR}; export {HOOK_OFF}\n\
+                     for deb in {debs}; do dpkg-deb -x {APT_DIR}/$deb src; done\n\
+                     cat > {site}release_harness_import_all.py <<'EOF'\n{script}EOF\n\
                      timeout 60 python3-coverage run --rcfile=import.rc \
-                     {site}release_harness_import_all.py {} >/dev/null 2>&1 || true\n\
+                     {site}release_harness_import_all.py {modules} >/dev/null 2>&1 || true\n\
                      python3-coverage json --rcfile=import.rc -o import.json >/dev/null\n\
-                     cat import.json",
-                    self.modules.join(" ")
+                     cat import.json; cd /; rm -rf {IMPORT_DIR}",
+                    debs = self.deb_names.join(" "),
+                    modules = self.modules.join(" ")
                 ),
             )
             .await?;
         lines_of_json(&json)
     }
 
-    /// `coverage combine` and `coverage json` on the deploy host, with the
-    /// installed paths mapped to the .deb's own files (the host may run
-    /// another version by now), then to source paths.
-    async fn combine(&self, fleet: &Fleet, mut files: Vec<docker::FileEntry>) -> Result<Lines> {
-        let rc = format!(
-            "[run]\ndata_file = {COMBINE_DIR}/.coverage\n\
-             [paths]\ninstalled =\n    {COMBINE_DIR}/src{DIST_PACKAGES}\n    {DIST_PACKAGES}\n"
+    /// The lines the hosts recorded, on the deploy host: the installed paths
+    /// mapped to the .deb's own files (the host may run another version by
+    /// now), given to coverage.py, whose `json` report says which lines are
+    /// statements; then mapped to source paths. One python3, not one per
+    /// data file.
+    async fn combine(&self, fleet: &Fleet, files: Vec<docker::FileEntry>) -> Result<Lines> {
+        let script = format!(
+            "import glob, json, coverage\n\
+             cov = coverage.Coverage(data_file='{COMBINE_DIR}/.coverage', config_file=False)\n\
+             data = cov.get_data()\n\
+             for path in sorted(glob.glob('{COMBINE_DIR}/data/*.json')):\n\
+             \x20   with open(path) as fh:\n\
+             \x20       measured = json.load(fh)\n\
+             \x20   data.add_lines({{'{COMBINE_DIR}/src' + f: n for f, n in measured.items()\n\
+             \x20                   if f.startswith('{DIST_PACKAGES}')}})\n\
+             cov.json_report(outfile='{COMBINE_DIR}/out.json')\n"
         );
-        files.push((format!("{COMBINE_DIR}/combine.rc"), rc.into_bytes(), 0o644));
         let deploy = fleet.deploy_host();
         fleet
             .run(deploy, None, &format!("rm -rf {COMBINE_DIR}"))
             .await?;
+        let mut files = files;
+        files.push((
+            format!("{COMBINE_DIR}/combine.py"),
+            script.into_bytes(),
+            0o644,
+        ));
         docker::put_files(&fleet.docker, &deploy.container, &files).await?;
-        // An empty COVERAGE_PROCESS_START keeps coverage.py from measuring
-        // itself through the .pth.
         let json = fleet
             .run(
                 deploy,
                 None,
                 &format!(
-                    "set -e; cd {COMBINE_DIR}; export COVERAGE_PROCESS_START=\n\
+                    "set -e; cd {COMBINE_DIR}; export {HOOK_OFF}\n\
                      for deb in {debs}; do dpkg-deb -x {APT_DIR}/$deb src; done\n\
-                     python3-coverage combine --rcfile=combine.rc data >/dev/null\n\
-                     python3-coverage json --rcfile=combine.rc -o out.json >/dev/null\n\
+                     python3 combine.py >/dev/null\n\
                      cat out.json",
                     debs = self.deb_names.join(" ")
                 ),
@@ -417,7 +438,7 @@ async fn data_files(
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
         };
-        if name.starts_with(".coverage.") {
+        if name.starts_with("lines.") && name.ends_with(".json") {
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut entry, &mut bytes)?;
             files.push((name, bytes));
@@ -1351,5 +1372,119 @@ diff --git a/pkg/new.py b/pkg/new.py
         assert!(report.figures().note.contains("no previous release tag"));
         assert_eq!(report.floor_failures.len(), 1);
         assert!(report.floor_failures[0].contains("50% is below coverage.total_min"));
+    }
+}
+
+/// The collector on a real host: Debian's python3, the files the harness
+/// writes, a small package standing in for the tool.
+#[cfg(test)]
+mod collector_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::support::docker::{ContainerSpec, Containers};
+    use crate::support::images;
+    use std::time::Duration;
+
+    const DEMO: &str = "\
+import multiprocessing
+import threading
+
+
+def in_thread(out):
+    out.append('thread')
+
+
+def in_child():
+    return 'child'
+
+
+def main():
+    out = []
+    t = threading.Thread(target=in_thread, args=(out,))
+    t.start()
+    t.join()
+    p = multiprocessing.get_context('fork').Process(target=in_child)
+    p.start()
+    p.join()
+    return out
+";
+
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+    #[tokio::test]
+    async fn the_collector_records_only_the_tools_processes_threads_and_forks_included() {
+        let Some(docker) = images::docker_for_tests("the_collector_records").await else {
+            return;
+        };
+        let config = Config::parse("", std::path::Path::new("release.toml")).unwrap();
+        let image = images::fleet_image(&docker, &config, &["python3".to_string()], &|_| {})
+            .await
+            .unwrap();
+        let run_id = docker::new_run_id();
+        let mut guard = Containers::new(&docker, &run_id);
+        let name = format!("rh-{run_id}-collector");
+        let result = async {
+            guard
+                .start(&[ContainerSpec::idle(&name, &image)], Duration::ZERO)
+                .await?;
+            let instrument = Instrument {
+                package: "rhdemo".into(),
+                version: "1.0-1".into(),
+                modules: vec!["rhdemo".into()],
+                binaries: vec!["rhdemo".into()],
+                deb_names: Vec::new(),
+            };
+            let mut files = instrument.host_files();
+            files.push((
+                format!("{DIST_PACKAGES}rhdemo/__init__.py"),
+                DEMO.as_bytes().to_vec(),
+                0o644,
+            ));
+            docker::put_files(&docker, &name, &files).await?;
+            let sh = |script: &str| {
+                let script = script.to_string();
+                let (docker, name) = (docker.clone(), name.clone());
+                async move { docker::exec(&docker, &name, None, &script).await }
+            };
+            let dir = format!("{DATA_ROOT}/1.0-1");
+            let setup = format!("install -d -m 1777 {dir} && echo 1.0-1 > {DATA_ROOT}/installed");
+            assert!(sh(&setup).await?.ok());
+            let count = format!("ls {dir} | grep -c '^lines\\..*\\.json$' || true");
+
+            // Python that never imports the tool leaves nothing.
+            assert!(sh("python3 -c 'import json, http.server'").await?.ok());
+            assert_eq!(sh(&count).await?.stdout.trim(), "0");
+            // Nor does the harness's own run, with the collector switched off.
+            let off = format!("{HOOK_OFF} python3 -c 'import rhdemo; rhdemo.main()'");
+            assert!(sh(&off).await?.ok());
+            assert_eq!(sh(&count).await?.stdout.trim(), "0");
+
+            // The tool's process, and its forked child, each leave their lines.
+            let ran = sh("python3 -c 'import rhdemo; rhdemo.main()'").await?;
+            assert!(ran.ok(), "{ran:?}");
+            assert_eq!(sh(&count).await?.stdout.trim(), "2");
+            let all = sh(&format!("cat {dir}/lines.*.json")).await?.stdout;
+            let mut lines = BTreeSet::new();
+            for data in all.split_inclusive('}') {
+                let v: serde_json::Value = serde_json::from_str(data)?;
+                let file = format!("{DIST_PACKAGES}rhdemo/__init__.py");
+                assert_eq!(v.as_object().unwrap().len(), 1, "only the tool: {v}");
+                lines.extend(
+                    v[&file]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.as_u64().unwrap()),
+                );
+            }
+            // 1: the module's first line; 6: the thread's; 10: the forked
+            // child's; 21: after the child ended.
+            for line in [1, 5, 6, 9, 10, 13, 14, 18, 21] {
+                assert!(lines.contains(&line), "line {line} of {lines:?}");
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        guard.remove().await;
+        result.unwrap();
     }
 }

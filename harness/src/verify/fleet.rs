@@ -3,7 +3,9 @@
 //! non-root deploy user, the HTTP server that serves the deployment
 //! repository and an apt repository to the fleet. Owns the hosts' lifetime:
 //! everything is labelled with the run id and removed by `teardown`, or kept
-//! with `keep` for debugging.
+//! with `keep` for debugging. A run that starts several fleets prepares one
+//! host per role once and snapshots it (`Snapshot`): each fleet then starts
+//! from ready hosts, still in fresh containers.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +18,7 @@ use futures_util::future::join_all;
 use crate::config::{Config, Hosts};
 use crate::support::debian;
 use crate::support::docker::{self, ContainerSpec, Containers, ExecOutput};
+use crate::support::images;
 use crate::support::progress::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,16 @@ pub enum Role {
     Deploy,
     Canary,
     App,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Deploy => "deploy",
+            Role::Canary => "canary",
+            Role::App => "app",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +153,24 @@ impl Fleet {
 
     async fn bring_up(&mut self, image: &str, progress: &Progress) -> Result<()> {
         let started = Instant::now();
+        self.start_hosts(&|_| image.to_string(), progress).await?;
+        self.prepare_hosts().await?;
+        self.exchange_keys(&|h| vec![h.name.clone()]).await?;
+        progress.info(&format!(
+            "fleet ready (users, repositories, keys exchanged) in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Creates and starts every host's container, from the image `image_of`
+    /// names for its role, and waits for each sshd.
+    async fn start_hosts(
+        &mut self,
+        image_of: &dyn Fn(Role) -> String,
+        progress: &Progress,
+    ) -> Result<()> {
+        let started = Instant::now();
         let specs: Vec<ContainerSpec> = self
             .hosts
             .iter()
@@ -148,7 +179,7 @@ impl Fleet {
                 // The fleet entrypoint runs sshd with -e: it logs this line
                 // once it accepts connections.
                 ready_line: Some("Server listening on"),
-                ..ContainerSpec::idle(&h.container, image)
+                ..ContainerSpec::idle(&h.container, image_of(h.role))
             })
             .collect();
         self.containers
@@ -160,13 +191,151 @@ impl Fleet {
             self.hosts.len(),
             started.elapsed().as_secs_f64()
         ));
-        self.prepare_hosts().await?;
-        self.exchange_keys().await?;
+        Ok(())
+    }
+
+    /// A fleet of one host per role (the deploy host, the first canary, the
+    /// first app host), prepared as `start` prepares a whole fleet, whose
+    /// known hosts name every host of `launch.size` with the key of its
+    /// role's host: what `snapshot` turns into the images every fleet of the
+    /// run starts from. Set it up further (instrument it, publish the
+    /// packages) before the snapshot.
+    pub async fn start_template(
+        docker: &Docker,
+        config: &Config,
+        launch: &Launch<'_>,
+        progress: &Progress,
+    ) -> Result<Fleet> {
+        let Launch {
+            image,
+            size,
+            run_id,
+            slot,
+            keep,
+        } = *launch;
+        let mut config = config.clone();
+        config.fleet.canaries = size.canaries;
+        config.fleet.apps = size.apps;
+        let network = format!("rh-{run_id}-{slot}");
+        // Labelled kept when the fleets are: the images made from it carry
+        // its labels, and a kept fleet needs its images.
+        let containers = Containers::on_network(docker, run_id, &network, keep).await?;
+        let one_each = Size {
+            canaries: size.canaries.min(1),
+            apps: size.apps.min(1),
+        };
+        let mut fleet = Fleet {
+            docker: docker.clone(),
+            run_id: run_id.to_string(),
+            hosts: host_list(&config, one_each, &network),
+            network,
+            config,
+            containers,
+            keep: false,
+        };
+        let everyone = host_list(&fleet.config, size, "");
+        let names_of = |h: &Host| -> Vec<String> {
+            everyone
+                .iter()
+                .filter(|e| e.role == h.role)
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        let started = Instant::now();
+        let ready = async {
+            fleet.start_hosts(&|_| image.to_string(), progress).await?;
+            fleet.prepare_hosts().await?;
+            fleet.exchange_keys(&names_of).await
+        }
+        .await;
+        if let Err(e) = ready {
+            fleet.teardown().await;
+            return Err(e);
+        }
         progress.info(&format!(
-            "fleet ready (users, repositories, keys exchanged) in {:.1}s",
+            "one host per role prepared (users, repositories, keys) in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
-        Ok(())
+        Ok(fleet)
+    }
+
+    /// Commits each host of a template (`start_template`) into an image of
+    /// its role, labelled with the run (removed with the `Snapshot`, by
+    /// `sweep` after a killed run), then removes the template. `keep`: the
+    /// fleets started from it are kept for debugging, and so are the images.
+    pub async fn snapshot(self, keep: bool, progress: &Progress) -> Result<Snapshot> {
+        let started = Instant::now();
+        let mut guard = Containers::new(&self.docker, &self.run_id).labelled_kept(keep);
+        let labels = guard.labels();
+        let tag_prefix = self.network.trim_start_matches("rh-").to_string();
+        let images: Vec<(Role, String)> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let image = format!(
+                    "{}/fleet-snapshot:{tag_prefix}-{}",
+                    images::REPOSITORY_PREFIX,
+                    h.role.name()
+                );
+                (h.role, image)
+            })
+            .collect();
+        // Named before they exist: a commit cut off half-way still leaves a
+        // name the removal looks for.
+        for (_, image) in &images {
+            guard.adopt_image(image);
+        }
+        let commits = self.hosts.iter().zip(&images).map(|(h, (_, image))| {
+            let labels = labels.clone();
+            let docker = &self.docker;
+            async move {
+                let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
+                let options = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+                    .container(&h.container)
+                    .repo(repo)
+                    .tag(tag)
+                    .comment("release-harness: a prepared fleet host, for this run only")
+                    .pause(true)
+                    .build();
+                let config = bollard::models::ContainerConfig {
+                    labels: Some(labels),
+                    ..Default::default()
+                };
+                docker
+                    .commit_container(options, config)
+                    .await
+                    .with_context(|| format!("snapshotting host {} as {image}", h.name))
+            }
+        });
+        let committed = join_all(commits)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>();
+        let docker = self.docker.clone();
+        let config = self.config.clone();
+        let run_id = self.run_id.clone();
+        let size = Size {
+            canaries: config.fleet.canaries,
+            apps: config.fleet.apps,
+        };
+        self.teardown().await;
+        if let Err(e) = committed {
+            guard.remove().await;
+            return Err(e);
+        }
+        progress.info(&format!(
+            "prepared hosts snapshotted as {} images in {:.1}s",
+            images.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Snapshot {
+            docker,
+            config,
+            run_id,
+            size,
+            images,
+            guard,
+        })
     }
 
     pub fn deploy_host(&self) -> &Host {
@@ -367,7 +536,7 @@ impl Fleet {
             .start_container(&host.container, None)
             .await
             .with_context(|| format!("starting host {} again", host.name))?;
-        let listening = "for i in $(seq 100); do python3 -c 'import socket; \
+        let listening = "for i in $(seq 100); do python3 -S -c 'import socket; \
              socket.create_connection((\"127.0.0.1\", 22), 1)' 2>/dev/null && exit 0; \
              sleep 0.1; done; echo 'sshd did not listen within 10s' >&2; exit 1";
         self.run(host, None, listening).await?;
@@ -504,11 +673,11 @@ impl Fleet {
         let deploy_setup = format!(
             "mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
              chown -R {user}: {repo_dir}\n\
-             (setsid python3 -m http.server {port} --directory /srv >/var/log/release-harness-http.log 2>&1 &)\n\
              su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
              git config --global user.email release-harness@localhost; cd {repo_dir}; \
              git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
-             for i in $(seq 50); do python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/\", timeout=1)' 2>/dev/null && break; sleep 0.1; done\n"
+             {}",
+            http_server_script(port)
         );
         let per_host_setup = self.hosts.iter().map(|h| {
             let files = per_host.remove(h.container.as_str()).unwrap_or_default();
@@ -545,10 +714,12 @@ impl Fleet {
         Ok(())
     }
 
-    /// Every target's host key into the deploy host's known hosts, by short
-    /// name. Every sshd already said it listens (`start` waited for it), so
+    /// Every target's host key into the deploy host's known hosts, under the
+    /// names `names_of` gives for that target (its own short name; for a
+    /// template, every name of its role: the snapshot's hosts share the key).
+    /// Every sshd already said it listens (`start_hosts` waited for it), so
     /// one scan answers for all.
-    async fn exchange_keys(&self) -> Result<()> {
+    async fn exchange_keys(&self, names_of: &dyn Fn(&Host) -> Vec<String>) -> Result<()> {
         let deploy = self.deploy_host();
         let targets = self.select(Hosts::Targets);
         let names: Vec<&str> = targets.iter().map(|h| h.name.as_str()).collect();
@@ -562,11 +733,15 @@ impl Fleet {
                 ),
             )
             .await?;
-        let missing: Vec<&str> = names
-            .iter()
-            .filter(|n| !scan.stdout.lines().any(|l| l.starts_with(&format!("{n} "))))
-            .copied()
-            .collect();
+        let mut known = String::new();
+        let mut missing = Vec::new();
+        for h in &targets {
+            let prefix = format!("{} ", h.name);
+            match scan.stdout.lines().find_map(|l| l.strip_prefix(&prefix)) {
+                Some(key) => known.push_str(&format!("{} {key}\n", names_of(h).join(","))),
+                None => missing.push(h.name.as_str()),
+            }
+        }
         if let Some(first) = missing.first() {
             bail!(
                 "sshd did not answer the key scan on {} (container logs: docker logs {})",
@@ -577,13 +752,117 @@ impl Fleet {
         docker::put_files(
             &self.docker,
             &deploy.container,
-            &[(
-                "/etc/ssh/ssh_known_hosts".into(),
-                scan.stdout.into_bytes(),
-                0o644,
-            )],
+            &[("/etc/ssh/ssh_known_hosts".into(), known.into_bytes(), 0o644)],
         )
         .await
+    }
+
+    /// Joins a fleet started from a snapshot: every host learns the others'
+    /// addresses, and the deploy host starts its HTTP server (processes are
+    /// not part of an image).
+    async fn join_snapshot(&self) -> Result<()> {
+        let hosts_lines = self.hosts_lines().await?;
+        let port = self.config.fleet.http_port;
+        let deploy = self.deploy_host().name.clone();
+        let jobs = self.hosts.iter().map(|h| {
+            let mut script = format!("set -e\ncat >> /etc/hosts <<'EOF'\n{hosts_lines}EOF\n");
+            if h.name == deploy {
+                script.push_str(&http_server_script(port));
+            }
+            async move { self.run(h, None, &script).await }
+        });
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+}
+
+/// Starts the HTTP server for /srv on the deploy host and waits until it
+/// answers. `python3 -S`: the standard library is all it needs, and it skips
+/// the site hooks (the coverage collector's among them).
+fn http_server_script(port: u16) -> String {
+    format!(
+        "(setsid python3 -S -m http.server {port} --directory /srv \
+         >/var/log/release-harness-http.log 2>&1 &)\n\
+         for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:{port}/ && break; \
+         sleep 0.05; done\n"
+    )
+}
+
+/// A prepared fleet kept as one image per role (`Fleet::snapshot`): users,
+/// keys, known hosts, the deployment repository, the apt repository and
+/// index, whatever the run set up on the template. Every fleet started from
+/// it gets fresh containers of those images. Its images are removed by
+/// `remove`, or when it is dropped (an error, Ctrl-C).
+pub struct Snapshot {
+    docker: Docker,
+    config: Config,
+    run_id: String,
+    size: Size,
+    images: Vec<(Role, String)>,
+    guard: Containers,
+}
+
+impl Snapshot {
+    /// A fleet of the snapshot's size, `rh-<run>-<slot>-<host>`, on a
+    /// network of its own. On any failure, what was started is removed
+    /// before the error is returned.
+    pub async fn start_fleet(&self, slot: &str, keep: bool, progress: &Progress) -> Result<Fleet> {
+        let prefix = format!("rh-{}-{slot}", self.run_id);
+        let containers = Containers::on_network(&self.docker, &self.run_id, &prefix, keep).await?;
+        let mut fleet = Fleet {
+            docker: self.docker.clone(),
+            run_id: self.run_id.clone(),
+            hosts: host_list(&self.config, self.size, &prefix),
+            network: prefix,
+            config: self.config.clone(),
+            containers,
+            keep: false,
+        };
+        let started = Instant::now();
+        let image_of = |role: Role| -> String {
+            self.images
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, image)| image.clone())
+                .unwrap_or_default()
+        };
+        let ready = async {
+            fleet.start_hosts(&image_of, progress).await?;
+            fleet.join_snapshot().await
+        }
+        .await;
+        match ready {
+            Ok(()) => {
+                progress.info(&format!(
+                    "fleet ready from the prepared hosts in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
+                fleet.keep = keep;
+                Ok(fleet)
+            }
+            Err(e) => {
+                fleet.teardown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The images, by role.
+    pub fn images(&self) -> &[(Role, String)] {
+        &self.images
+    }
+
+    /// Removes the images; with `keep` (the fleets were kept for debugging)
+    /// leaves them, labelled kept, for `sweep --run`.
+    pub async fn finish(self, keep: bool) {
+        if keep {
+            self.guard.keep();
+        } else {
+            self.guard.remove().await;
+        }
     }
 }
 
@@ -613,4 +892,103 @@ fn first_line(s: &str) -> &str {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::support::images;
+
+    async fn images_of(docker: &Docker, run_id: &str) -> usize {
+        let label = format!("{}={run_id}", docker::LABEL_RUN);
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        docker
+            .list_images(Some(
+                bollard::query_parameters::ListImagesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .unwrap()
+            .len()
+    }
+
+    #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+    #[tokio::test]
+    async fn fleets_start_ready_from_a_snapshot_whose_images_go_with_it() {
+        let Some(docker) = images::docker_for_tests("fleets_from_a_snapshot").await else {
+            return;
+        };
+        let config = Config::parse("", Path::new("release.toml")).unwrap();
+        let image = images::fleet_image(&docker, &config, &["python3".to_string()], &|_| {})
+            .await
+            .unwrap();
+        let run_id = docker::new_run_id();
+        let size = Size {
+            canaries: 2,
+            apps: 2,
+        };
+        let launch = Launch {
+            image: &image,
+            size,
+            run_id: &run_id,
+            slot: "prep",
+            keep: false,
+        };
+        let progress = Progress::silent();
+        let template = Fleet::start_template(&docker, &config, &launch, &progress)
+            .await
+            .unwrap();
+        let names: Vec<&str> = template.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["deploy1", "canary1", "app1"], "one host per role");
+        let snapshot = template.snapshot(false, &progress).await.unwrap();
+        assert_eq!(images_of(&docker, &run_id).await, 3, "one image per role");
+
+        let checked = async {
+            let fleet = snapshot.start_fleet("s0", false, &progress).await?;
+            let checks = async {
+                // Every target by its name, as the deploy user, with strict
+                // host key checking: the known hosts made once name them all.
+                let targets: Vec<String> = fleet
+                    .select(Hosts::Targets)
+                    .iter()
+                    .map(|h| h.name.clone())
+                    .collect();
+                let script: Vec<String> = targets
+                    .iter()
+                    .map(|t| {
+                        format!("ssh -n -o BatchMode=yes -o StrictHostKeyChecking=yes {t} hostname")
+                    })
+                    .collect();
+                let said = fleet
+                    .run(
+                        fleet.deploy_host(),
+                        Some(fleet.user()),
+                        &script.join(" && "),
+                    )
+                    .await?;
+                assert_eq!(said.lines().collect::<Vec<_>>(), targets);
+                // The deploy host serves /srv again (a process is not in an
+                // image), to every host.
+                let app = fleet.host("app2")?;
+                fleet
+                    .run(
+                        app,
+                        None,
+                        "curl -sf -o /dev/null http://deploy1/apt/Packages",
+                    )
+                    .await?;
+                anyhow::Ok(())
+            }
+            .await;
+            fleet.teardown().await;
+            checks
+        }
+        .await;
+        // Dropped without `finish`, as when a run is cut off: the images go.
+        drop(snapshot);
+        assert_eq!(images_of(&docker, &run_id).await, 0, "images left behind");
+        assert_eq!(docker::remove_run(&docker, &run_id).await.unwrap(), 0);
+        checked.unwrap();
+    }
 }

@@ -1,22 +1,24 @@
-//! The verify suite: each scenario starts its own fleet, puts the package
-//! versions it needs on the hosts the way production would (apt from a
-//! repository), runs real syncs from the deploy host, and checks every
-//! target. What a scenario found goes into a `report::ScenarioResult`.
-//! Scenarios run `PARALLEL_SCENARIOS` at a time, each on its own network.
+//! The verify suite: the fleet's hosts are prepared once per run (users,
+//! keys, repositories, the packages published, coverage instrumentation)
+//! and snapshotted; each scenario then starts its own fleet of fresh
+//! containers from that snapshot, puts the package versions it needs on the
+//! hosts the way production would (apt from a repository), runs real syncs
+//! from the deploy host, and checks every target. What a scenario found goes
+//! into a `report::ScenarioResult`. Scenarios run `PARALLEL_SCENARIOS` at a
+//! time, each on its own network; owns their scheduling and timing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
-use futures_util::StreamExt;
 
 use crate::config::{Config, CustomScenario, Hosts, ScenarioKind};
 use crate::support::docker::ExecOutput;
 use crate::support::progress::{format_duration, Progress};
 use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
 use crate::verify::custom;
-use crate::verify::fleet::{Fleet, Host, Launch, Size};
+use crate::verify::fleet::{Fleet, Host, Launch, Size, Snapshot};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
 /// One version of the release: every binary .deb its source built, and
@@ -135,10 +137,16 @@ pub fn needs_previous(config: &Config, only: &[String]) -> Result<bool> {
 
 /// How many scenarios run at once: one per core of the two-core machine the
 /// harness is sized for. A scenario mostly waits (exec round trips, ssh), but
-/// its busy phases (seven hosts starting sshd, dpkg on seven hosts at once,
-/// the tool's Python on the deploy host) each fill a core; a third scenario
-/// would only queue behind the other two and make every timeout tighter.
+/// its busy phases (dpkg on seven hosts at once, the tool's Python on every
+/// target during a sync) each fill a core; a third scenario would only queue
+/// behind the other two and make every timeout tighter.
 pub const PARALLEL_SCENARIOS: usize = 2;
+
+/// Fleets up at once: the running scenarios' and the next one's, started
+/// while they run so that it begins as soon as a slot frees. The
+/// finished scenarios' coverage collection and teardown also overlap the
+/// next one's work.
+const FLEETS_UP: usize = PARALLEL_SCENARIOS + 1;
 
 /// Runs every scenario, `PARALLEL_SCENARIOS` at once; a failed scenario does
 /// not stop the others, so the report shows the whole picture.
@@ -170,13 +178,46 @@ pub async fn verify(
         "verify: {} scenarios, up to {PARALLEL_SCENARIOS} at once",
         kinds.len()
     ));
+    let t = Instant::now();
+    let launch = Launch {
+        image: input.image,
+        size: Size {
+            canaries: input.config.fleet.canaries,
+            apps: input.config.fleet.apps,
+        },
+        run_id: input.run_id,
+        slot: "prep",
+        keep: input.keep,
+    };
+    let mut debs: Vec<&Path> = input.new.paths.iter().map(PathBuf::as_path).collect();
+    // Only when a scenario installs it: a first release has none.
+    if let Some(p) = input
+        .previous
+        .filter(|_| kinds.iter().any(Planned::needs_previous))
+    {
+        debs.extend(p.paths.iter().map(PathBuf::as_path));
+    }
+    let (snapshot, import_only) =
+        prepare(docker, input.config, &launch, &debs, instrument, progress)
+            .await
+            .context("preparing the fleet's hosts")?;
+    progress.note(&format!(
+        "hosts prepared once for every scenario in {}",
+        format_duration(t.elapsed())
+    ));
+    let up = tokio::sync::Semaphore::new(FLEETS_UP);
+    let slots = tokio::sync::Semaphore::new(PARALLEL_SCENARIOS);
+    let (snapshot_ref, up, slots) = (&snapshot, &up, &slots);
+    // Every scenario is polled from the start, in order, so each semaphore
+    // lets them in in the order written.
     let runs = kinds
         .iter()
         .copied()
         .enumerate()
         .map(|(i, kind)| async move {
+            let _up = up.acquire().await.expect("never closed");
             let (result, timings, found) =
-                run_scenario(docker, input, kind, i, instrument, progress).await;
+                run_scenario(input, kind, i, snapshot_ref, slots, instrument, progress).await;
             let mark = if result.passed { "✓" } else { "✗" };
             progress.note(&format!(
                 "{mark} {} in {} ({})",
@@ -189,15 +230,16 @@ pub async fn verify(
             }
             (result, found)
         });
-    let done: Vec<(ScenarioResult, Option<ScenarioCoverage>)> = futures_util::stream::iter(runs)
-        .buffered(PARALLEL_SCENARIOS)
-        .collect()
-        .await;
+    let done: Vec<(ScenarioResult, Option<ScenarioCoverage>)> =
+        futures_util::future::join_all(runs).await;
+    snapshot.finish(input.keep).await;
     // In the scenarios' order, so "what each scenario added" reads the same
     // whichever finished first.
     let mut results = Vec::new();
     for (result, found) in done {
-        if let Some(found) = found {
+        if let Some(mut found) = found {
+            // The same for every scenario: measured once, on the template.
+            found.import_only = import_only.clone();
             measured.add(&result.name, found);
         }
         results.push(result);
@@ -213,11 +255,54 @@ pub async fn verify(
     })
 }
 
-async fn run_scenario(
+/// The import-only floor of the tool's coverage, or why it is not known.
+pub type ImportOnly = Option<std::result::Result<coverage::Lines, String>>;
+
+/// Prepares one host per role (users, keys, repositories, coverage
+/// instrumentation, `debs` published and indexed on every host) and
+/// snapshots it: what each fleet of the run starts from. With an
+/// instrument, also measures the import-only floor there.
+pub async fn prepare(
     docker: &Docker,
+    config: &Config,
+    launch: &Launch<'_>,
+    debs: &[&std::path::Path],
+    instrument: Option<&Instrument>,
+    progress: &Progress,
+) -> Result<(Snapshot, ImportOnly)> {
+    let template = Fleet::start_template(docker, config, launch, progress).await?;
+    let ready = async {
+        let t = Instant::now();
+        if let Some(i) = instrument {
+            i.prepare(&template).await?;
+        }
+        template.publish_debs(debs).await?;
+        progress.info(&format!(
+            "packages published and indexed in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ));
+        let import_only = match instrument {
+            Some(i) => Some(i.import_only(&template).await.map_err(|e| format!("{e:#}"))),
+            None => None,
+        };
+        anyhow::Ok(import_only)
+    }
+    .await;
+    match ready {
+        Ok(import_only) => Ok((template.snapshot(launch.keep, progress).await?, import_only)),
+        Err(e) => {
+            template.teardown().await;
+            Err(e)
+        }
+    }
+}
+
+async fn run_scenario(
     input: &VerifyInput<'_>,
     kind: Planned<'_>,
     index: usize,
+    snapshot: &Snapshot,
+    slots: &tokio::sync::Semaphore,
     instrument: Option<&Instrument>,
     progress: &Progress,
 ) -> (ScenarioResult, String, Option<ScenarioCoverage>) {
@@ -241,43 +326,20 @@ async fn run_scenario(
                 }
             );
         }
-        let size = Size {
-            canaries: input.config.fleet.canaries,
-            apps: input.config.fleet.apps,
-        };
         let slot = format!("s{index}");
-        let launch = Launch {
-            image: input.image,
-            size,
-            run_id: input.run_id,
-            slot: &slot,
-            keep: input.keep,
-        };
         let t = Instant::now();
-        let fleet = Fleet::start(docker, input.config, &launch, progress).await?;
+        let fleet = snapshot.start_fleet(&slot, input.keep, progress).await?;
         s.took("fleet start", t);
-        let mut debs: Vec<&Path> = input.new.paths.iter().map(PathBuf::as_path).collect();
-        if let Some(p) = input.previous {
-            debs.extend(p.paths.iter().map(PathBuf::as_path));
-        }
         let t = Instant::now();
-        let ready = async {
-            if let Some(i) = instrument {
-                i.prepare(&fleet).await?;
-            }
-            fleet.publish_debs(&debs).await
-        }
-        .await;
-        let result = match ready {
-            Ok(()) => {
-                s.took("publish", t);
-                match kind {
-                    Planned::Preset(preset) => s.run(preset, &fleet, input).await,
-                    Planned::Custom(c) => custom::run(&mut s, c, &fleet, input).await,
-                }
-            }
-            Err(e) => Err(e),
+        let slot = slots.acquire().await.expect("never closed");
+        s.took("waiting for a slot", t);
+        let result = match kind {
+            Planned::Preset(preset) => s.run(preset, &fleet, input).await,
+            Planned::Custom(c) => custom::run(&mut s, c, &fleet, input).await,
         };
+        // The slot is the next scenario's while this one's data is collected
+        // and its fleet removed.
+        drop(slot);
         if let Some(i) = instrument {
             let t = Instant::now();
             found = Some(i.collect(&fleet).await);

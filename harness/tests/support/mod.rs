@@ -52,15 +52,28 @@ pub fn repo_state(repo: &Path) -> String {
     )
 }
 
-/// Containers and networks that carry the harness's labels and belong to this
-/// run (other runs on a shared engine are not ours to count).
+/// Containers, networks and images (a prepared fleet's snapshot) that carry
+/// the harness's labels and belong to this run (other runs on a shared engine
+/// are not ours to count).
 pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
-    let (c, n) = labelled(
-        docker,
-        &format!("{}={run_id}", harness::support::docker::LABEL_RUN),
-    )
-    .await;
-    c + n
+    let label = format!("{}={run_id}", harness::support::docker::LABEL_RUN);
+    let (c, n) = labelled(docker, &label).await;
+    c + n + labelled_images(docker, &label).await
+}
+
+/// Images carrying `label` (`key=value`).
+pub async fn labelled_images(docker: &bollard::Docker, label: &str) -> usize {
+    use std::collections::HashMap;
+    let filters = HashMap::from([("label", vec![label])]);
+    docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap()
+        .len()
 }
 
 /// (containers, networks) carrying `label` (`key=value`).
@@ -171,12 +184,17 @@ pub type Started = (
 /// start it, and read until its fleet is up: the point at which the tests
 /// cut it off.
 pub fn release_until_fleet_up(out: &Path) -> Started {
+    release_until(out, "containers up")
+}
+
+/// Like `release_until_fleet_up`, read until a line containing `marker`.
+pub fn release_until(out: &Path, marker: &str) -> Started {
     let mut command = Command::new(env!("CARGO_BIN_EXE_release-harness"));
     command
         .args(["release", "--dry-run", "--fixture", "minideploy", "--out"])
         .arg(out)
         .args(["--scenario", "fresh-install"]);
-    run_until(command, "containers up")
+    run_until(command, marker)
 }
 
 /// Starts `command` (the CLI, with `CI=true` for plain lines) and reads its
