@@ -57,6 +57,10 @@ pub struct Package {
     pub urgency: Option<String>,
     /// `Name <email>` for the changelog trailer; default: the git identity.
     pub maintainer: Option<String>,
+    /// The binary packages of the source and the hosts that carry each.
+    /// Absent: the source's one binary on every host (a source with several
+    /// must say which goes where).
+    pub binaries: Vec<Binary>,
     /// The release commit's subject: `{version}` (upstream),
     /// `{debian_version}`, `{package}` and `{tag}` are filled in.
     pub commit_subject: String,
@@ -73,9 +77,20 @@ impl Default for Package {
             distribution: None,
             urgency: None,
             maintainer: None,
+            binaries: Vec::new(),
             commit_subject: "Release {version}".into(),
         }
     }
+}
+
+/// A binary package built from the source, and which fleet hosts carry it
+/// (verify installs it there; production hosts carry what they have).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Binary {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Hosts,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -137,6 +152,28 @@ pub enum Hosts {
     Targets,
     Canaries,
     Apps,
+}
+
+impl Hosts {
+    /// Whether these hosts include every host of `role` (a single role).
+    pub fn covers(self, role: Hosts) -> bool {
+        match self {
+            Hosts::All => true,
+            Hosts::Targets => matches!(role, Hosts::Canaries | Hosts::Apps | Hosts::Targets),
+            other => other == role,
+        }
+    }
+}
+
+/// How release.toml writes a role.
+fn serde_plain_hosts(hosts: Hosts) -> &'static str {
+    match hosts {
+        Hosts::All => "all",
+        Hosts::Deploy => "deploy",
+        Hosts::Targets => "targets",
+        Hosts::Canaries => "canaries",
+        Hosts::Apps => "apps",
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -494,9 +531,9 @@ pub struct Rollout {
     /// Upper bound on one deploy call (debdeploy and cumin have none: a
     /// frozen host would block the rollout forever).
     pub timeout_secs: u64,
-    /// Puts the verified .deb into the apt repository production installs
-    /// from, before the canaries (run here with `sh -c`; `{deb}` is its path,
-    /// `{version}` and `{package}` as usual). Empty: the repository is
+    /// Puts the verified .debs into the apt repository production installs
+    /// from, before the canaries (run here with `sh -c`; `{debs}` (or `{deb}`)
+    /// is their paths, quoted; `{version}` and `{package}` as usual). Empty: the repository is
     /// filled some other way, and the canary step checks the version landed.
     pub publish_command: String,
 }
@@ -619,7 +656,7 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let mut config = Config::parse(&text, &path)?;
-        config.complete(project)?;
+        config.complete(project, &text)?;
         Ok(config)
     }
 
@@ -640,7 +677,7 @@ impl Config {
 
     /// Fills in defaults that depend on the project (the package name from
     /// debian/control, the version file named after it).
-    fn complete(&mut self, project: &Path) -> Result<()> {
+    fn complete(&mut self, project: &Path, text: &str) -> Result<()> {
         if self.package.name.is_none() {
             self.package.name = Some(
                 crate::support::debian::source_package_name(project).with_context(|| {
@@ -665,6 +702,7 @@ impl Config {
             };
             self.package.version_files = Some(defaults);
         }
+        self.complete_binaries(project, text)?;
         // The changelog's own conventions, unless release.toml says otherwise;
         // an unreadable changelog is reported by the bump, with its line.
         if let Ok(top) = crate::support::debian::changelog_top(project) {
@@ -673,6 +711,58 @@ impl Config {
                 .get_or_insert_with(|| top.revision().unwrap_or("").to_string());
             p.distribution.get_or_insert(top.distribution);
             p.urgency.get_or_insert(top.urgency);
+        }
+        Ok(())
+    }
+
+    /// `package.binaries` against what debian/control declares: every
+    /// named binary is built by the source; with none named, the source's
+    /// one binary goes everywhere, and several must be placed by hand.
+    fn complete_binaries(&mut self, project: &Path, text: &str) -> Result<()> {
+        // cargo-deb names the one package it builds after the project.
+        let declared = match crate::support::debian::binary_package_names(project) {
+            Ok(names) if !names.is_empty() && self.build.builder != Builder::CargoDeb => names,
+            _ => vec![self.package_name().to_string()],
+        };
+        let source = self.package_name().to_string();
+        if self.package.binaries.is_empty() {
+            if let [only] = declared.as_slice() {
+                self.package.binaries.push(Binary {
+                    name: only.clone(),
+                    hosts: Hosts::All,
+                });
+                return Ok(());
+            }
+            let example: String = declared
+                .iter()
+                .map(|b| {
+                    format!("\n    [[package.binaries]]\n    name = \"{b}\"\n    hosts = \"all\"")
+                })
+                .collect();
+            bail!(
+                "{}: the source {source} builds {} binary packages ({}), and release.toml does \
+                 not say which fleet hosts carry which.\n  fix: add to release.toml, with hosts \
+                 one of deploy, targets, canaries, apps, all:{example}",
+                self.path.display(),
+                declared.len(),
+                declared.join(", ")
+            );
+        }
+        for binary in &self.package.binaries {
+            if !declared.contains(&binary.name) {
+                let line = text
+                    .lines()
+                    .position(|l| l.contains(&format!("\"{}\"", binary.name)))
+                    .map(|i| format!(":{}", i + 1))
+                    .unwrap_or_default();
+                bail!(
+                    "{}{line}: key package.binaries: the source {source} builds no binary \
+                     package `{}`; debian/control declares {}\n  fix: name one of those",
+                    self.path.display(),
+                    binary.name,
+                    declared.join(", ")
+                );
+            }
         }
         Ok(())
     }
@@ -811,6 +901,36 @@ impl Config {
             if let GateCheck::Prometheus { op, .. } = c {
                 if !["<", "<=", ">", ">="].contains(&op.as_str()) {
                     bail!("{}: `{op}` is not one of <, <=, >, >=", at("op"));
+                }
+            }
+        }
+        let mut named: Vec<&str> = Vec::new();
+        for binary in &self.package.binaries {
+            if named.contains(&binary.name.as_str()) {
+                bail!(
+                    "{}: `{}` is listed twice; give each binary once, with the hosts that carry \
+                     it (hosts = \"all\" for every host)",
+                    at("binaries"),
+                    binary.name
+                );
+            }
+            named.push(&binary.name);
+        }
+        if !self.package.binaries.is_empty() {
+            let roles = [
+                (Hosts::Deploy, "the deploy host", true),
+                (Hosts::Canaries, "the canaries", true),
+                (Hosts::Apps, "the app hosts", self.fleet.apps > 0),
+            ];
+            for (role, what, present) in roles {
+                if present && !self.package.binaries.iter().any(|b| b.hosts.covers(role)) {
+                    bail!(
+                        "{}: no binary package goes on {what}, so verify would have nothing to \
+                         install there\n  fix: give one of {} hosts = \"{}\" (or \"all\")",
+                        at("binaries"),
+                        named.join(", "),
+                        serde_plain_hosts(role)
+                    );
                 }
             }
         }
@@ -980,8 +1100,35 @@ impl Config {
         Some(On::Role(role))
     }
 
+    /// The source package's name (what debdeploy's spec and the ledger name).
     pub fn package_name(&self) -> &str {
         self.package.name.as_deref().unwrap_or("unnamed")
+    }
+
+    /// The binary packages (filled in by `load`; the source's name alone
+    /// before that).
+    pub fn binary_names(&self) -> Vec<&str> {
+        if self.package.binaries.is_empty() {
+            return vec![self.package_name()];
+        }
+        self.package
+            .binaries
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect()
+    }
+
+    /// The binaries a fleet host of `role` carries.
+    pub fn binaries_on(&self, role: Hosts) -> Vec<&str> {
+        if self.package.binaries.is_empty() {
+            return vec![self.package_name()];
+        }
+        self.package
+            .binaries
+            .iter()
+            .filter(|b| b.hosts.covers(role))
+            .map(|b| b.name.as_str())
+            .collect()
     }
 
     /// The version files (none before `load` fills in the default).
@@ -1162,6 +1309,73 @@ mod tests {
             msg.starts_with("proj/release.toml:3: key lintian_suppress: `x; rm -rf /` is not"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn binaries_are_placed_by_role_and_checked_against_debian_control() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
+        std::fs::write(
+            dir.path().join("debian/control"),
+            "Source: split\n\nPackage: split-server\nArchitecture: all\n\n\
+             Package: split-agent\nArchitecture: all\n",
+        )
+        .unwrap();
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+            Config::load(dir.path()).map_err(|e| format!("{e:#}"))
+        };
+        let placed = "[[package.binaries]]\nname = \"split-server\"\nhosts = \"deploy\"\n\
+                      [[package.binaries]]\nname = \"split-agent\"\nhosts = \"targets\"\n";
+        let c = load(placed).unwrap();
+        assert_eq!(c.package_name(), "split");
+        assert_eq!(c.binary_names(), ["split-server", "split-agent"]);
+        assert_eq!(c.binaries_on(Hosts::Deploy), ["split-server"]);
+        assert_eq!(c.binaries_on(Hosts::Canaries), ["split-agent"]);
+        assert_eq!(c.binaries_on(Hosts::Apps), ["split-agent"]);
+
+        // Several binaries and no word on where they go: no silent pick.
+        let msg = load("").unwrap_err();
+        assert!(
+            msg.contains("the source split builds 2 binary packages (split-server, split-agent)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("name = \"split-agent\"\n    hosts = \"all\""),
+            "{msg}"
+        );
+
+        // A binary the source does not build, with its line.
+        let msg = load(&placed.replace("split-agent", "split-client")).unwrap_err();
+        assert!(
+            msg.contains("release.toml:5: key package.binaries"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                "builds no binary package `split-client`; debian/control declares \
+                          split-server, split-agent"
+            ),
+            "{msg}"
+        );
+
+        // A role that gets nothing to install.
+        let msg = load(&placed.replace("\"targets\"", "\"canaries\"")).unwrap_err();
+        assert!(
+            msg.contains("key binaries: no binary package goes on the app hosts"),
+            "{msg}"
+        );
+        assert!(msg.contains("hosts = \"apps\""), "{msg}");
+
+        // One binary per source needs no word.
+        std::fs::write(
+            dir.path().join("debian/control"),
+            "Source: solo\n\nPackage: solo\nArchitecture: all\n",
+        )
+        .unwrap();
+        let c = load("").unwrap();
+        assert_eq!(c.binaries_on(Hosts::Deploy), ["solo"]);
+        assert_eq!(c.binaries_on(Hosts::Apps), ["solo"]);
     }
 
     #[test]

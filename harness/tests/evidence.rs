@@ -16,7 +16,6 @@ use harness::production::{self, PromoteOptions, PromoteOutcome, ReleaseFacts, St
 use harness::support::git::Repo;
 use harness::support::progress::Progress;
 use harness::verify::fleet::Size;
-use sha2::{Digest, Sha256};
 
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -83,13 +82,11 @@ async fn start(progress: &Progress) -> Option<(Testbed, Repo, tempfile::TempDir)
 }
 
 fn facts(tb: &Testbed, repo: &Repo, coverage: CoverageFigures) -> ReleaseFacts {
-    let sha = hex::encode(Sha256::digest(std::fs::read(&tb.new.path).unwrap()));
     ReleaseFacts {
         tag: TAG.into(),
         version: NEW.into(),
         commit: repo.head().unwrap(),
-        deb: tb.new.path.clone(),
-        deb_sha256: sha,
+        debs: tb.new.built().unwrap(),
         verify_digest: "0".repeat(64),
         coverage: Some(coverage),
         tagged_at: ledger::now(),

@@ -19,7 +19,6 @@ use harness::support::git::Repo;
 use harness::support::progress::Progress;
 use harness::verify::fleet::Size;
 use harness::verify::report::VerifyReport;
-use sha2::{Digest, Sha256};
 
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -110,7 +109,6 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         .unwrap();
     let previous = testbed::make_deb(&dir.path().join("previous"), "minideploy", PREVIOUS).unwrap();
     let new = testbed::make_deb(&dir.path().join("new"), "minideploy", NEW).unwrap();
-    let sha = hex::encode(Sha256::digest(std::fs::read(&new.path).unwrap()));
     let report = VerifyReport {
         package: "minideploy".into(),
         version: NEW.into(),
@@ -123,8 +121,7 @@ async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env>
         tag: TAG.into(),
         version: NEW.into(),
         commit: repo.head().unwrap(),
-        deb: new.path.clone(),
-        deb_sha256: sha,
+        debs: new.built().unwrap(),
         verify_digest: report.digest(),
         coverage: None,
         tagged_at: ledger::now(),
@@ -523,12 +520,12 @@ async fn a_deb_changed_after_verify_blocks_promote_and_rolls_the_canaries_back()
             )
             .unwrap();
             assert_ne!(
-                std::fs::read(&changed.path).unwrap(),
-                std::fs::read(&env.facts.deb).unwrap()
+                std::fs::read(&changed.paths[0]).unwrap(),
+                std::fs::read(&env.facts.debs[0].path).unwrap()
             );
             env.tb
                 .fleet
-                .publish_debs(&[changed.path.as_path()])
+                .publish_debs(&[changed.paths[0].as_path()])
                 .await
                 .unwrap();
             match production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)

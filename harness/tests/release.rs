@@ -53,7 +53,7 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
     assert!(outcome.verify_passed);
     let version = Command::new("dpkg-deb")
         .args(["-f"])
-        .arg(&outcome.deb)
+        .arg(&outcome.debs[0].path)
         .arg("Version")
         .output()
         .unwrap();
@@ -92,9 +92,11 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
         "{coverage}"
     );
     assert!(coverage.contains("minideploy/deploy.py"), "{coverage}");
+    assert_eq!(outcome.debs.len(), 1, "{:?}", outcome.debs);
+    let shipped = &outcome.debs[0];
     assert_eq!(
-        measured["deb_sha256"],
-        outcome.deb_sha256.as_str(),
+        measured["deb_sha256"][shipped.file_name()],
+        shipped.sha256.as_str(),
         "{measured}"
     );
     assert!(

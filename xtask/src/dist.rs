@@ -79,7 +79,8 @@ pub fn dist(out: &Path) -> Result<PathBuf> {
         let say = |line: &str| eprintln!("  {line}");
         harness::release::build::build(&docker, &config, &crate_dir, out, &say).await
     })?;
-    Ok(built.deb().to_path_buf())
+    // cargo-deb makes the one package of the crate.
+    Ok(built.debs[0].path.clone())
 }
 
 fn workspace_root() -> PathBuf {

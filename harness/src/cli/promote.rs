@@ -24,9 +24,9 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub break_lock: bool,
     /// A .deb to check first (the release job's artifact): its sha256 must be
-    /// the one verify tested.
+    /// the one verify tested for its package. Repeat it for each binary.
     #[arg(long, value_name = "FILE")]
-    pub deb: Option<PathBuf>,
+    pub deb: Vec<PathBuf>,
     /// Roll out at most N batches now; the next promote goes on.
     #[arg(long, value_name = "N")]
     pub max_batches: Option<usize>,
@@ -41,7 +41,7 @@ pub async fn run(args: &PromoteArgs, context: &Context) -> Result<()> {
         force: args.force,
         reason: args.reason.clone(),
         break_lock: args.break_lock,
-        deb: args.deb.clone(),
+        debs: args.deb.clone(),
         max_batches: args.max_batches,
     };
     tracing::info!(release = ?options.release, force = options.force, "promote");

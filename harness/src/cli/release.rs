@@ -98,7 +98,7 @@ pub async fn run(args: &ReleaseArgs, context: &Context) -> Result<()> {
         );
     } else {
         println!(
-            "{} {} {}: {} (sha256 {})",
+            "{} {} {}:",
             if outcome.dry_run {
                 "dry run of"
             } else {
@@ -106,9 +106,10 @@ pub async fn run(args: &ReleaseArgs, context: &Context) -> Result<()> {
             },
             outcome.package,
             outcome.version,
-            outcome.deb.display(),
-            outcome.deb_sha256
         );
+        for deb in &outcome.debs {
+            println!("  {} (sha256 {})", deb.path.display(), deb.sha256);
+        }
     }
     Ok(())
 }

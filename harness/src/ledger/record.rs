@@ -4,6 +4,8 @@
 //! fills these in; the ledger stores them as JSON in git notes, so a field's
 //! name is part of the format of ledgers that already exist.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -174,7 +176,12 @@ pub struct Record {
     pub version: String,
     pub tag: String,
     pub commit: String,
-    #[serde(default)]
+    /// The sha256 of each binary package's .deb, by package name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub debs: BTreeMap<String, String>,
+    /// How records before `debs` kept the one .deb's sha256 (read, and
+    /// written back as it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deb_sha256: Option<String>,
     /// `VerifyReport::digest()` of the report this release passed.
     #[serde(default)]
@@ -215,11 +222,22 @@ impl Record {
             version: version.to_string(),
             tag: tag.to_string(),
             commit: commit.to_string(),
+            debs: BTreeMap::new(),
             deb_sha256: None,
             verify_digest: None,
             previous_version: None,
             coverage: None,
             steps: Vec::new(),
+        }
+    }
+
+    /// The sha256 of each binary's .deb, by package name, from either form.
+    pub fn deb_sums(&self) -> BTreeMap<String, String> {
+        match &self.deb_sha256 {
+            Some(sum) if self.debs.is_empty() => {
+                BTreeMap::from([(self.package.clone(), sum.clone())])
+            }
+            _ => self.debs.clone(),
         }
     }
 
@@ -370,6 +388,10 @@ mod tests {
         assert_eq!(
             record.steps[0].results[0].installed.as_deref(),
             Some("0.2.0-1")
+        );
+        assert_eq!(
+            record.deb_sums(),
+            BTreeMap::from([("minideploy".to_string(), "00ff".to_string())])
         );
         let written = serde_json::to_value(&record).unwrap();
         let original: serde_json::Value = serde_json::from_str(EXISTING_NOTE).unwrap();

@@ -24,19 +24,22 @@ pub async fn canary(
 ) -> Result<Vec<HostResult>> {
     let ledger = Ledger::open(repo)?;
     ledger.update(&facts.tag, |existing| {
+        let sums: std::collections::BTreeMap<String, String> = facts
+            .debs
+            .iter()
+            .map(|d| (d.package.clone(), d.sha256.clone()))
+            .collect();
         let mut record = match existing {
             Some(r) => {
-                if r.version != facts.version
-                    || r.deb_sha256.as_deref() != Some(facts.deb_sha256.as_str())
-                {
+                if r.version != facts.version || r.deb_sums() != sums {
                     bail!(
-                        "the ledger already has release {} as {} with .deb sha256 {}; this run \
-                         has {} with {}: a tag is released once (make a new version)",
+                        "the ledger already has release {} as {} with .debs {}; this run has {} \
+                         with {}: a tag is released once (make a new version)",
                         facts.tag,
                         r.version,
-                        r.deb_sha256.as_deref().unwrap_or("none"),
+                        describe_sums(&r.deb_sums()),
                         facts.version,
-                        facts.deb_sha256
+                        describe_sums(&sums)
                     );
                 }
                 r
@@ -48,25 +51,23 @@ pub async fn canary(
                 &facts.commit,
             ),
         };
-        record.deb_sha256 = Some(facts.deb_sha256.clone());
+        record.deb_sha256 = None;
+        record.debs = sums;
         record.verify_digest = Some(facts.verify_digest.clone());
         record.coverage = facts.coverage.clone();
-        let name = facts
-            .deb
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let built = facts
+            .debs
+            .iter()
+            .map(|d| format!("{} sha256 {}", d.file_name(), d.sha256))
+            .collect::<Vec<_>>()
+            .join(", ");
         let facts_steps = [
             (
                 StepKind::Tagged,
                 &facts.tagged_at,
                 format!("tag {} at {}", facts.tag, short(&facts.commit)),
             ),
-            (
-                StepKind::Built,
-                &facts.built_at,
-                format!("{name} sha256 {}", facts.deb_sha256),
-            ),
+            (StepKind::Built, &facts.built_at, built),
             (
                 StepKind::Verified,
                 &facts.verified_at,
@@ -161,6 +162,17 @@ async fn canary_locked(
         );
     }
     Ok(report.hosts)
+}
+
+/// `package sha256, ...` for messages.
+pub(super) fn describe_sums(sums: &std::collections::BTreeMap<String, String>) -> String {
+    if sums.is_empty() {
+        return "none".into();
+    }
+    sums.iter()
+        .map(|(p, s)| format!("{p} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn short(sha: &str) -> &str {

@@ -10,7 +10,7 @@
 //! real work done on the canaries (an `evidence` check).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -82,12 +82,12 @@ pub fn verdict_of(checks: &[CheckResult]) -> Verdict {
     }
 }
 
-/// Evaluates every check for the release in `record`. `local_deb`, when
-/// given, must also have the verified sha256 (the CI artifact).
+/// Evaluates every check for the release in `record`. `local_debs`, when
+/// given, must also have the verified sha256s (the CI artifacts).
 pub async fn evaluate(
     config: &Config,
     record: &Record,
-    local_deb: Option<&Path>,
+    local_debs: &[PathBuf],
     progress: &Progress,
 ) -> GateReport {
     let mut checks = Vec::new();
@@ -96,7 +96,7 @@ pub async fn evaluate(
     checks.push(canaries_on_version(config, record).await);
     progress.info("gate: the artifact the fleet would install");
     checks.push(artifact(config, record).await);
-    if let Some(deb) = local_deb {
+    for deb in local_debs {
         checks.push(local_artifact(record, deb));
     }
     for c in &config.gate.checks {
@@ -452,21 +452,28 @@ async fn canaries_on_version(config: &Config, record: &Record) -> CheckResult {
     )
 }
 
-/// The sha256 of the package the fleet's apt would fetch for this version,
-/// read from the canaries' apt index after an update.
+/// The sha256 of each binary package the fleet's apt would fetch for this
+/// version, read from the canaries' apt index after an update.
 async fn artifact(config: &Config, record: &Record) -> CheckResult {
     let name = "artifact";
-    let Some(expected) = &record.deb_sha256 else {
+    let expected = record.deb_sums();
+    if expected.is_empty() {
         return check(
             name,
             Verdict::Fail,
             "no sha256 of the verified .deb in the ledger: nothing proves the fleet gets \
              the package that was tested",
         );
-    };
+    }
+    // One `package sha256` line per binary the index has at this version.
     let command = format!(
-        "apt-get -q update >/dev/null 2>&1; apt-cache show {}={} | sed -n 's/^SHA256: //p'",
-        rollout::shell_quote(config.package_name()),
+        "apt-get -q update >/dev/null 2>&1; for p in {}; do apt-cache show \"$p={}\" \
+         2>/dev/null | sed -n \"s/^SHA256: /$p /p\"; done",
+        expected
+            .keys()
+            .map(|p| rollout::shell_quote(p))
+            .collect::<Vec<_>>()
+            .join(" "),
         record.version
     );
     let hosts: Vec<String> = record
@@ -484,31 +491,31 @@ async fn artifact(config: &Config, record: &Record) -> CheckResult {
     };
     let mut seen = Vec::new();
     for (host, (_, output)) in &answers {
-        let sums: Vec<&str> = output
+        let served: Vec<(&str, &str)> = output
             .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.trim().split_once(' '))
             .collect();
-        if sums.is_empty() {
-            return check(
-                name,
-                Verdict::Fail,
-                format!(
-                    "{host}'s apt index has no {} {}",
-                    config.package_name(),
-                    record.version
-                ),
-            );
-        }
-        for sum in sums {
-            if sum != expected {
+        for (package, want) in &expected {
+            let sums: Vec<&str> = served
+                .iter()
+                .filter(|(p, _)| p == package)
+                .map(|(_, s)| *s)
+                .collect();
+            if sums.is_empty() {
+                return check(
+                    name,
+                    Verdict::Fail,
+                    format!("{host}'s apt index has no {package} {}", record.version),
+                );
+            }
+            if let Some(sum) = sums.iter().find(|s| *s != want) {
                 return check(
                     name,
                     Verdict::Fail,
                     format!(
-                        "the apt repository serves {} {} with sha256 {sum} (seen from {host}), \
-                         but the verified .deb had {expected}: the package changed after verify",
-                        config.package_name(),
+                        "the apt repository serves {package} {} with sha256 {sum} (seen from \
+                         {host}), but the verified .deb had {want}: the package changed after \
+                         verify",
                         record.version
                     ),
                 );
@@ -519,20 +526,36 @@ async fn artifact(config: &Config, record: &Record) -> CheckResult {
     if seen.is_empty() {
         return check(name, Verdict::Inconclusive, "no canary answered");
     }
+    let shown: Vec<String> = expected
+        .iter()
+        .map(|(p, s)| format!("{p} {}", &s[..s.len().min(16)]))
+        .collect();
     check(
         name,
         Verdict::Pass,
-        format!("sha256 {} as verified", &expected[..expected.len().min(16)]),
+        format!("sha256 as verified: {}", shown.join(", ")),
     )
 }
 
+/// A .deb file (the CI artifact) against the verified sha256 of its package.
 fn local_artifact(record: &Record, deb: &Path) -> CheckResult {
     let name = "artifact file";
-    let Some(expected) = &record.deb_sha256 else {
+    let file = deb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sums = record.deb_sums();
+    let package = crate::support::debian::package_of_deb_file(&file).unwrap_or(&file);
+    let Some(expected) = sums.get(package) else {
         return check(
             name,
             Verdict::Fail,
-            "no sha256 of the verified .deb in the ledger",
+            format!(
+                "the ledger has no verified sha256 of package {package} ({}): {} is not one \
+                 of this release's .debs",
+                super::canary::describe_sums(&sums),
+                deb.display()
+            ),
         );
     };
     match std::fs::read(deb) {

@@ -17,8 +17,6 @@ pub mod rollout;
 mod status;
 pub mod testbed;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -40,8 +38,8 @@ pub struct ReleaseFacts {
     /// The full Debian version (`0.2.0-1`).
     pub version: String,
     pub commit: String,
-    pub deb: PathBuf,
-    pub deb_sha256: String,
+    /// Every binary package built (the ledger keeps each one's sha256).
+    pub debs: Vec<crate::support::debian::BuiltDeb>,
     /// `VerifyReport::digest()`.
     pub verify_digest: String,
     /// What verify measured of the tool's code (None: not measured).

@@ -28,8 +28,8 @@ pub struct PromoteOptions {
     pub reason: Option<String>,
     /// Take the production lock even from a live holder.
     pub break_lock: bool,
-    /// The CI artifact: its sha256 must be the verified one too.
-    pub deb: Option<PathBuf>,
+    /// The CI artifacts: each one's sha256 must be the verified one too.
+    pub debs: Vec<PathBuf>,
     /// Stop after this many batches (the rest at the next promote).
     pub max_batches: Option<usize>,
 }
@@ -179,13 +179,7 @@ impl Promotion<'_> {
         let index = self
             .ledger
             .start_step(self.tag, Step::start(StepKind::Gate))?;
-        let gate = gate::evaluate(
-            self.config,
-            record,
-            self.options.deb.as_deref(),
-            self.progress,
-        )
-        .await;
+        let gate = gate::evaluate(self.config, record, &self.options.debs, self.progress).await;
         let verdict = gate.verdict();
         let forced = self.options.force && verdict != Verdict::Pass;
         let outcome = match verdict {

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::config::{Config, RolloutTool};
 pub use crate::ledger::HostResult;
+use crate::support::debian;
 use crate::support::docker::ExecOutput;
 use crate::support::process;
 use crate::support::progress::Progress;
@@ -167,23 +168,21 @@ pub async fn resolve(config: &Config, query: &str) -> Result<Vec<String>> {
     expand_nodeset(first).with_context(|| format!("reading cumin's hosts for `{query}`"))
 }
 
-/// The installed version of the package on every host of `query`, as dpkg
-/// says through cumin (`host: version`). A host that did not answer is
-/// missing; a host where dpkg-query failed maps to its error text.
+/// The installed version of the release on every host of `query`, as dpkg
+/// says through cumin (`host: version`): the one version of the source's
+/// binaries the host carries (`debian::installed_version`), else what is
+/// wrong. A host that did not answer is missing.
 pub async fn installed_versions(config: &Config, query: &str) -> Result<BTreeMap<String, String>> {
     let line = version_check_command(config, query);
     let out = run_on_rollout_host(config, &line, QUERY_TIMEOUT).await?;
     Ok(parse_cumin_txt(&out.stdout)
         .into_iter()
-        .map(|(host, lines)| (host, lines.join("\n")))
+        .map(|(host, lines)| (host, debian::installed_version(&lines.join("\n"), &[])))
         .collect())
 }
 
 pub fn version_check_command(config: &Config, query: &str) -> String {
-    let dpkg = format!(
-        "dpkg-query -W -f='${{Version}}' {}",
-        shell_quote(config.package_name())
-    );
+    let dpkg = debian::installed_query(&config.binary_names());
     format!(
         "{} --force --no-progress -o txt {} {}",
         cumin(config),
@@ -297,7 +296,6 @@ pub fn deploy_commands(
     downgrade: bool,
 ) -> Result<Vec<String>> {
     check_version(version)?;
-    let package = config.package_name();
     Ok(match config.rollout.tool {
         RolloutTool::Debdeploy => {
             let spec = update_spec(config, version, downgrade)?;
@@ -319,11 +317,17 @@ pub fn deploy_commands(
             ]
         }
         RolloutTool::Cumin => {
+            // As debdeploy's client: the binaries of the source a host has
+            // installed are upgraded, and a host with none of them fails.
             let allow = if downgrade { " --allow-downgrades" } else { "" };
+            let binaries = config.binary_names();
             let install = format!(
-                "apt-get -q update && apt-get -q -y{allow} -o DPkg::Options::=--force-confold \
-                 install {}={version}",
-                shell_quote(package)
+                "pins=$({} | awk '$1 ~ /^.i/ {{ print $2 \"={version}\" }}'); \
+                 [ -n \"$pins\" ] || {{ echo 'none of {} is installed'; exit 1; }}; \
+                 apt-get -q update && apt-get -q -y{allow} -o DPkg::Options::=--force-confold \
+                 install $pins",
+                debian::installed_query(&binaries),
+                binaries.join(", ")
             );
             vec![format!(
                 "{} --force --no-progress -o txt -b {} {} {}",
@@ -716,7 +720,11 @@ mod tests {
         let c = config("[rollout]\ntool = \"cumin\"\nbatch_size = 3\n");
         let up = &deploy_commands(&c, "A:fleet", "0.2.0-1", false).unwrap()[0];
         assert!(up.contains("-b 3 A:fleet"), "{up}");
-        assert!(up.contains("install minideploy=0.2.0-1"), "{up}");
+        // What each host has of the source's binaries, pinned to the version.
+        let remote = shlex::split(up).unwrap().pop().unwrap();
+        assert!(remote.contains("' minideploy 2>&1"), "{remote}");
+        assert!(remote.contains(r#"print $2 "=0.2.0-1""#), "{remote}");
+        assert!(remote.ends_with("install $pins"), "{remote}");
         assert!(!up.contains("--allow-downgrades"));
         let down = &deploy_commands(&c, "A:fleet", "0.1.0-1", true).unwrap()[0];
         assert!(down.contains("--allow-downgrades"), "{down}");
@@ -744,7 +752,7 @@ mod tests {
                 "-o",
                 "txt",
                 "A:fleet",
-                "dpkg-query -W -f='${Version}' minideploy"
+                "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' minideploy 2>&1"
             ],
             "{line}"
         );

@@ -26,7 +26,8 @@ pub struct ReleaseStatus {
     pub version: String,
     pub state: State,
     pub commit: String,
-    pub deb_sha256: Option<String>,
+    /// The sha256 of each binary package's .deb, by package name.
+    pub debs: std::collections::BTreeMap<String, String>,
     pub verify_digest: Option<String>,
     /// What verify measured of the tool's code on the fleet.
     pub coverage: Option<crate::ledger::CoverageFigures>,
@@ -118,7 +119,7 @@ pub fn release_status(config: &Config, r: &Record) -> ReleaseStatus {
         version: r.version.clone(),
         state,
         commit: r.commit.clone(),
-        deb_sha256: r.deb_sha256.clone(),
+        debs: r.deb_sums(),
         verify_digest: r.verify_digest.clone(),
         coverage: r.coverage.clone(),
         timeline,
@@ -243,7 +244,7 @@ mod tests {
 
     fn release(version: &str, tag: &str) -> Record {
         let mut r = Record::new("minideploy", version, tag, "0123456789abcdef");
-        r.deb_sha256 = Some("5e6f".into());
+        r.debs.insert("minideploy".into(), "5e6f".into());
         r.verify_digest = Some("7a8b".into());
         r.previous_version = Some("0.1.0-1".into());
         r

@@ -16,6 +16,7 @@ use crate::config::{Config, Hosts};
 use crate::support::docker;
 use crate::support::progress::Progress;
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
+use crate::verify::scenario::Debs;
 
 /// The stand-in, compiled in so the packaged binary can make a testbed too.
 const DEBDEPLOY_SERVER: &[u8] = include_bytes!("../../../containers/debdeploy/debdeploy");
@@ -23,20 +24,13 @@ const DEBDEPLOY_CLIENT: &[u8] = include_bytes!("../../../containers/debdeploy/de
 const DEBDEPLOY_PKGVERSION: &[u8] =
     include_bytes!("../../../containers/debdeploy/debdeploy-pkgversion");
 
-/// A .deb and its full Debian version.
-#[derive(Debug, Clone)]
-pub struct Package {
-    pub path: PathBuf,
-    pub version: String,
-}
-
 pub struct Testbed {
     pub fleet: Fleet,
     /// The release.toml given, with `rollout.command_prefix` pointing at the
     /// testbed's cumin host and the aliases `canaries` and `fleet` defined.
     pub config: Config,
-    pub previous: Package,
-    pub new: Package,
+    pub previous: Debs,
+    pub new: Debs,
 }
 
 impl Testbed {
@@ -49,8 +43,8 @@ impl Testbed {
         config: &Config,
         image: &str,
         size: Size,
-        previous: Package,
-        new: Package,
+        previous: Debs,
+        new: Debs,
         run_id: &str,
         keep: bool,
         progress: &Progress,
@@ -99,7 +93,15 @@ impl Testbed {
     async fn prepare(&self, progress: &Progress) -> Result<()> {
         let fleet = &self.fleet;
         fleet
-            .publish_debs(&[&self.previous.path, &self.new.path])
+            .publish_debs(
+                &self
+                    .previous
+                    .paths
+                    .iter()
+                    .chain(&self.new.paths)
+                    .map(PathBuf::as_path)
+                    .collect::<Vec<_>>(),
+            )
             .await?;
         let targets = fleet.select(Hosts::Targets);
         fleet.install(&targets, &self.previous.version).await?;
@@ -255,36 +257,57 @@ impl Testbed {
 /// A minimal .deb of `package` at `version` (a marker file, no
 /// dependencies), made with `dpkg-deb` on this machine: the rollout path
 /// does not care what a package holds, and this is much faster than a build.
-pub fn make_deb(dir: &Path, package: &str, version: &str) -> Result<Package> {
-    make_deb_with(dir, package, version, "")
+pub fn make_deb(dir: &Path, package: &str, version: &str) -> Result<Debs> {
+    make_debs(dir, package, &[package], version, "")
 }
 
 /// `make_deb` with `extra` in the marker file, for a package that differs
 /// from another of the same version.
-pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> Result<Package> {
-    let root = dir.join(format!(
-        "{package}_{version}{}",
-        if extra.is_empty() { "" } else { "_x" }
-    ));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("DEBIAN"))?;
-    std::fs::create_dir_all(root.join(format!("usr/share/{package}")))?;
-    std::fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {package}\nVersion: {version}\nArchitecture: all\n\
-             Maintainer: Release Harness <release-harness@localhost>\n\
-             Description: testbed package\n testbed package\n"
-        ),
-    )?;
-    std::fs::write(
-        root.join(format!("usr/share/{package}/release")),
-        format!("{version}\n{extra}"),
-    )?;
-    let deb = dir.join(format!("{package}_{version}_all.deb"));
-    crate::support::debian::build_deb(&root, &deb)?;
-    Ok(Package {
-        path: deb,
+pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> Result<Debs> {
+    make_debs(dir, package, &[package], version, extra)
+}
+
+/// One minimal .deb for each of `binaries`, all built from source `source`
+/// (their `Source:` field, which debdeploy's client goes by).
+pub fn make_debs(
+    dir: &Path,
+    source: &str,
+    binaries: &[&str],
+    version: &str,
+    extra: &str,
+) -> Result<Debs> {
+    let mut paths = Vec::new();
+    for package in binaries {
+        let root = dir.join(format!(
+            "{package}_{version}{}",
+            if extra.is_empty() { "" } else { "_x" }
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("DEBIAN"))?;
+        std::fs::create_dir_all(root.join(format!("usr/share/{package}")))?;
+        let source_field = if source == *package {
+            String::new()
+        } else {
+            format!("Source: {source}\n")
+        };
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!(
+                "Package: {package}\n{source_field}Version: {version}\nArchitecture: all\n\
+                 Maintainer: Release Harness <release-harness@localhost>\n\
+                 Description: testbed package\n testbed package\n"
+            ),
+        )?;
+        std::fs::write(
+            root.join(format!("usr/share/{package}/release")),
+            format!("{version}\n{extra}"),
+        )?;
+        let deb = dir.join(format!("{package}_{version}_all.deb"));
+        crate::support::debian::build_deb(&root, &deb)?;
+        paths.push(deb);
+    }
+    Ok(Debs {
+        paths,
         version: version.to_string(),
     })
 }

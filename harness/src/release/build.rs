@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Builder, Config};
+use crate::support::debian::{self, BuiltDeb};
 use crate::support::docker::{self, ContainerSpec, Containers};
 use crate::support::images::{self, indent, tail};
 use crate::support::process;
@@ -29,8 +30,8 @@ const NO_READY_LINE: Duration = Duration::ZERO;
 
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
-    /// The primary package (named after the package) first.
-    pub debs: Vec<PathBuf>,
+    /// Every binary package the source built, by package name.
+    pub debs: Vec<BuiltDeb>,
     pub changes: Option<PathBuf>,
     pub buildinfo: Option<PathBuf>,
     /// (file name, hex sha256) of every artifact, as written to `SHA256SUMS`.
@@ -41,18 +42,18 @@ pub struct BuildOutput {
 }
 
 impl BuildOutput {
-    /// The .deb named after the package.
-    pub fn deb(&self) -> &Path {
-        &self.debs[0]
+    /// The .deb files.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.debs.iter().map(|d| d.path.clone()).collect()
     }
 
-    /// The sha256 of the primary .deb.
-    pub fn deb_sha256(&self) -> Option<&str> {
-        let name = self.deb().file_name()?.to_str()?;
-        self.sha256
+    /// The file names, for one line of progress or summary.
+    pub fn names(&self) -> String {
+        self.debs
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, h)| h.as_str())
+            .map(BuiltDeb::file_name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -95,7 +96,7 @@ pub async fn build_in_run(
     };
     progress(&format!(
         "built {} in {:.1}s",
-        output.deb().display(),
+        output.names(),
         started.elapsed().as_secs_f64()
     ));
     Ok(output)
@@ -461,19 +462,6 @@ fn finish(
     lintian_warnings: Vec<String>,
     lintian_errors: Vec<String>,
 ) -> Result<BuildOutput> {
-    let primary = format!("{}_", config.package_name());
-    let mut debs: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| has_ext(f, "deb"))
-        .cloned()
-        .collect();
-    debs.sort_by_key(|d| {
-        let name = d.file_name().unwrap_or_default().to_string_lossy();
-        (!name.starts_with(&primary), name.into_owned())
-    });
-    if debs.is_empty() {
-        bail!("the build made no .deb; see {}", log.display());
-    }
     let mut sums = Vec::new();
     let mut sums_text = String::new();
     let mut sorted = files.clone();
@@ -484,6 +472,40 @@ fn finish(
         let hash = hex::encode(Sha256::digest(&bytes));
         sums_text.push_str(&format!("{hash}  {name}\n"));
         sums.push((name, hash));
+    }
+    let debs: Vec<BuiltDeb> = sorted
+        .iter()
+        .filter(|f| has_ext(f, "deb"))
+        .zip(sums.iter().filter(|(n, _)| n.ends_with(".deb")))
+        .map(|(path, (name, hash))| BuiltDeb {
+            package: debian::package_of_deb_file(name)
+                .unwrap_or(name)
+                .to_string(),
+            path: path.clone(),
+            sha256: hash.clone(),
+        })
+        .collect();
+    if debs.is_empty() {
+        bail!("the build made no .deb; see {}", log.display());
+    }
+    let missing: Vec<&str> = config
+        .binary_names()
+        .into_iter()
+        .filter(|b| !debs.iter().any(|d| d.package == *b))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: key package.binaries names {}, but the build made no .deb for it (it made {}); \
+             see {}\n  fix: build it (debian/control, its Architecture and Build-Profiles) or \
+             remove it from package.binaries",
+            config.path.display(),
+            missing.join(", "),
+            debs.iter()
+                .map(BuiltDeb::file_name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            log.display()
+        );
     }
     let sums_path = out_dir.join(SUMS_FILE);
     std::fs::write(&sums_path, sums_text)
@@ -748,7 +770,9 @@ mod tests {
             .await
             .unwrap();
 
-        let deb = built.deb();
+        assert_eq!(built.debs.len(), 1, "{:?}", built.debs);
+        let deb = &built.debs[0].path;
+        assert_eq!(built.debs[0].package, "rh-hello");
         assert_eq!(deb.file_name().unwrap(), "rh-hello_1.2.3_all.deb");
         let version = std::process::Command::new("dpkg-deb")
             .arg("-f")
@@ -770,7 +794,7 @@ mod tests {
             sums.contains(&format!("{actual}  rh-hello_1.2.3_all.deb\n")),
             "{sums}"
         );
-        assert_eq!(built.deb_sha256(), Some(actual.as_str()));
+        assert_eq!(built.debs[0].sha256, actual);
         assert_eq!(sums.lines().count(), built.sha256.len());
         assert_eq!(containers_of_run(&docker, &run_id).await, 0);
 
@@ -926,16 +950,12 @@ mod tests {
             return;
         }
         let built = result.unwrap();
-        let name = built
-            .deb()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let deb = &built.debs[0].path;
+        let name = built.debs[0].file_name();
         assert!(name.starts_with("rh-rusty_0.3.1"), "{name}");
-        assert_eq!(built.deb().parent().unwrap(), out.path());
+        assert_eq!(deb.parent().unwrap(), out.path());
         let sums = std::fs::read_to_string(out.path().join(SUMS_FILE)).unwrap();
-        let actual = hex::encode(Sha256::digest(std::fs::read(built.deb()).unwrap()));
+        let actual = hex::encode(Sha256::digest(std::fs::read(deb).unwrap()));
         assert_eq!(sums, format!("{actual}  {name}\n"));
         assert!(built.changes.is_none());
         assert!(built.log.exists());

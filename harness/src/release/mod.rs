@@ -19,14 +19,14 @@ use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
 use crate::config::{Config, ScenarioKind};
-use crate::release::build::BuildOutput;
 use crate::release::preflight::Start;
 use crate::release::version::VersionRequest;
+use crate::support::debian::{self, BuiltDeb};
 use crate::support::git::Repo;
 use crate::support::progress::Progress;
-use crate::support::{debian, docker, images};
+use crate::support::{docker, images};
 use crate::verify::report::VerifyReport;
-use crate::verify::scenario::{self, Deb, VerifyInput};
+use crate::verify::scenario::{self, Debs, VerifyInput};
 
 #[derive(Debug, Clone)]
 pub struct ReleaseOptions {
@@ -54,8 +54,8 @@ pub struct ReleaseOutcome {
     pub previous: Option<String>,
     pub dry_run: bool,
     pub artifacts: PathBuf,
-    pub deb: PathBuf,
-    pub deb_sha256: String,
+    /// Every binary package built, with its file and sha256.
+    pub debs: Vec<BuiltDeb>,
     pub verify_passed: bool,
     pub report_digest: String,
     pub junit: PathBuf,
@@ -221,7 +221,7 @@ pub async fn release(
             progress,
         )
         .await?;
-        let depends = debian::deb_depends(&prev.path)?;
+        let depends = prev.depends()?;
         let _ = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await;
         anyhow::Ok(Some(prev))
     };
@@ -231,8 +231,8 @@ pub async fn release(
         previous_and_image
     )?;
     let built_at = crate::ledger::now();
-    let new = Deb {
-        path: built.deb().to_path_buf(),
+    let new = Debs {
+        paths: built.paths(),
         version: bumped.debian_version.clone(),
     };
     check_deb_version(&new)?;
@@ -241,9 +241,9 @@ pub async fn release(
     }
 
     progress.step("images");
-    let mut depends = debian::deb_depends(&new.path)?;
+    let mut depends = new.depends()?;
     if let Some(p) = &previous {
-        depends.extend(debian::deb_depends(&p.path)?);
+        depends.extend(p.depends()?);
     }
     depends.sort();
     depends.dedup();
@@ -264,13 +264,7 @@ pub async fn release(
     )
     .await?;
     if let Some(coverage) = report.coverage.as_mut() {
-        let built_sha256 = sha_of(&built, &new.path);
-        coverage.finish(
-            &config,
-            &work,
-            bumped.previous_tag.as_deref(),
-            &built_sha256,
-        );
+        coverage.finish(&config, &work, bumped.previous_tag.as_deref(), &built.debs);
     }
     let junit = write_reports(&report, &artifacts)?;
     eprintln!("\n{}", report.summary());
@@ -331,8 +325,7 @@ pub async fn release(
             tag: bumped.tag.clone(),
             version: bumped.debian_version.clone(),
             commit: bumped.commit.clone(),
-            deb: new.path.clone(),
-            deb_sha256: sha_of(&built, &new.path),
+            debs: built.debs.clone(),
             verify_digest: report.digest(),
             coverage: report.coverage.as_ref().map(|c| c.figures()),
             tagged_at,
@@ -353,8 +346,7 @@ pub async fn release(
             .as_ref()
             .map(|v| config.debian_version(v)),
         dry_run: opts.dry_run,
-        deb_sha256: sha_of(&built, &new.path),
-        deb: new.path,
+        debs: built.debs,
         artifacts,
         verify_passed: true,
         report_digest: report.digest(),
@@ -401,7 +393,7 @@ pub fn bump_only(project: &Path, request: &VersionRequest) -> Result<bump::Bumpe
 
 /// `rollout.publish_command`: the verified package into production's apt
 /// repository. A failure stops the release before any host is touched.
-fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
+fn publish(config: &Config, deb: &Debs, progress: &Progress) -> Result<()> {
     let template = &config.rollout.publish_command;
     if template.is_empty() {
         progress.note(
@@ -411,12 +403,16 @@ fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
         return Ok(());
     }
     progress.step("publish");
+    // Every .deb of the source, each quoted: `{deb}` is the older name.
+    let files = deb
+        .paths
+        .iter()
+        .map(|p| crate::production::rollout::shell_quote(&p.display().to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let command = config.render(
         template,
-        &[
-            ("deb", &deb.path.display().to_string()),
-            ("version", &deb.version),
-        ],
+        &[("debs", &files), ("deb", &files), ("version", &deb.version)],
     );
     crate::support::process::cmd("sh", ["-c", &command])
         .run()
@@ -429,8 +425,8 @@ fn publish(config: &Config, deb: &Deb, progress: &Progress) -> Result<()> {
     Ok(())
 }
 
-/// The previous release's package, built from its tag once and cached by
-/// the tag's commit, so later releases reuse it.
+/// The previous release's packages, built from its tag once and cached by
+/// the tag's commit, so later releases reuse them.
 async fn build_previous(
     docker: &Docker,
     config: &Config,
@@ -438,40 +434,52 @@ async fn build_previous(
     tag: &str,
     scratch: &Path,
     progress: &Progress,
-) -> Result<Deb> {
+) -> Result<Debs> {
     let commit = repo.rev_parse(&format!("{tag}^{{commit}}"))?;
     let cache = cache_dir()
         .join("previous")
         .join(config.package_name())
         .join(&commit);
-    let name = config.package_name();
-    let cached = std::fs::read_dir(&cache).ok().and_then(|entries| {
-        entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-            let f = p.file_name().unwrap_or_default().to_string_lossy();
-            f.starts_with(&format!("{name}_")) && f.ends_with(".deb")
+    // The binaries this release installs; the previous release must have
+    // built each of them (a new binary has no previous release to upgrade).
+    let wanted = config.binary_names();
+    let cached: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let f = p.file_name().unwrap_or_default().to_string_lossy();
+                    debian::package_of_deb_file(&f).is_some_and(|pkg| wanted.contains(&pkg))
+                })
+                .collect()
         })
-    });
-    let deb = match cached {
-        Some(deb) => {
-            progress.info(&format!("cached: {}", deb.display()));
-            deb
+        .unwrap_or_default();
+    let paths = if cached.len() == wanted.len() {
+        progress.info(&format!("cached: {}", cache.display()));
+        cached
+    } else {
+        let src = scratch.join("src");
+        repo.archive(tag, &src)?;
+        let out = scratch.join("out");
+        std::fs::create_dir_all(&out)?;
+        let built = build::build(docker, config, &src, &out, &progress.reporter())
+            .await
+            .with_context(|| format!("building the previous release {tag}"))?;
+        std::fs::create_dir_all(&cache)?;
+        let mut paths = Vec::new();
+        for deb in built
+            .debs
+            .iter()
+            .filter(|d| wanted.contains(&d.package.as_str()))
+        {
+            let dest = cache.join(deb.file_name());
+            std::fs::copy(&deb.path, &dest)?;
+            paths.push(dest);
         }
-        None => {
-            let src = scratch.join("src");
-            repo.archive(tag, &src)?;
-            let out = scratch.join("out");
-            std::fs::create_dir_all(&out)?;
-            let built = build::build(docker, config, &src, &out, &progress.reporter())
-                .await
-                .with_context(|| format!("building the previous release {tag}"))?;
-            std::fs::create_dir_all(&cache)?;
-            let dest = cache.join(built.deb().file_name().unwrap());
-            std::fs::copy(built.deb(), &dest)?;
-            dest
-        }
+        paths
     };
-    let version = debian::deb_field(&deb, "Version")?;
-    Ok(Deb { path: deb, version })
+    let version = debian::deb_field(&paths[0], "Version")?;
+    Ok(Debs { paths, version })
 }
 
 fn cache_dir() -> PathBuf {
@@ -488,26 +496,19 @@ fn cache_dir() -> PathBuf {
 
 /// The .deb must carry the version the bump wrote: the changelog is the
 /// source of truth at build time, and a mismatch means the bump did not land.
-fn check_deb_version(deb: &Deb) -> Result<()> {
-    let found = debian::deb_field(&deb.path, "Version")?;
-    if found != deb.version {
-        bail!(
-            "{} has version {found}, expected {}: debian/changelog and the version bump disagree",
-            deb.path.display(),
-            deb.version
-        );
+fn check_deb_version(debs: &Debs) -> Result<()> {
+    for path in &debs.paths {
+        let found = debian::deb_field(path, "Version")?;
+        if found != debs.version {
+            bail!(
+                "{} has version {found}, expected {}: debian/changelog and the version bump \
+                 disagree",
+                path.display(),
+                debs.version
+            );
+        }
     }
     Ok(())
-}
-
-fn sha_of(built: &BuildOutput, deb: &Path) -> String {
-    let name = deb.file_name().unwrap_or_default().to_string_lossy();
-    built
-        .sha256
-        .iter()
-        .find(|(f, _)| *f == name)
-        .map(|(_, h)| h.clone())
-        .unwrap_or_default()
 }
 
 fn write_reports(report: &VerifyReport, dir: &Path) -> Result<PathBuf> {

@@ -108,6 +108,119 @@ pub fn changelog_top(project: &Path) -> Result<ChangelogTop> {
     })
 }
 
+/// The binary packages debian/control declares (`Package:` of every
+/// paragraph after the source's), in order.
+pub fn binary_package_names(project: &Path) -> Result<Vec<String>> {
+    let control = project.join("debian/control");
+    let text = std::fs::read_to_string(&control)
+        .with_context(|| format!("reading {}", control.display()))?;
+    Ok(text
+        .split("\n\n")
+        .flat_map(control_fields)
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Package"))
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+        .collect())
+}
+
+/// A .deb the build made: its binary package, file and sha256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BuiltDeb {
+    pub package: String,
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
+
+impl BuiltDeb {
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The binary package a .deb file carries, from its name
+/// (`name_version_arch.deb`, as dpkg-deb and dpkg-buildpackage name them).
+pub fn package_of_deb_file(file_name: &str) -> Option<&str> {
+    let stem = file_name
+        .strip_suffix(".deb")
+        .or(file_name.strip_suffix(".udeb"))?;
+    let (package, _) = stem.split_once('_')?;
+    (!package.is_empty()).then_some(package)
+}
+
+/// A shell line that prints what dpkg knows of `binaries` on a host, one
+/// line each (`ii  name version`, or dpkg-query's message for a package it
+/// never saw); read by `installed_version`.
+pub fn installed_query(binaries: &[&str]) -> String {
+    let names: Vec<String> = binaries
+        .iter()
+        .map(|b| {
+            shlex::try_quote(b)
+                .map(|q| q.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    format!(
+        "dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}}\\n' {} 2>&1",
+        names.join(" ")
+    )
+}
+
+/// The version a host carries, from `installed_query`'s output: the one
+/// version of the `required` binaries (or, with none required, of those the
+/// host has installed: what a production host carries is up to it, as
+/// debdeploy upgrades what is installed). Anything else is described: a
+/// binary missing, or several versions.
+pub fn installed_version(output: &str, required: &[&str]) -> String {
+    let mut installed: Vec<(&str, &str)> = Vec::new();
+    for line in output.lines() {
+        // `ii  name version`: want, status and error flags, then the fields.
+        let (Some(status), Some(rest)) = (line.get(..3), line.get(3..)) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        if let (Some(name), Some(version)) = (fields.next(), fields.next()) {
+            if status.as_bytes()[1] == b'i' && status.is_ascii() {
+                installed.push((name, version));
+            }
+        }
+    }
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|r| !installed.iter().any(|(n, _)| n == r))
+        .collect();
+    if !missing.is_empty() {
+        return format!("{} not installed", missing.join(", "));
+    }
+    let relevant: Vec<(&str, &str)> = if required.is_empty() {
+        installed
+    } else {
+        installed
+            .into_iter()
+            .filter(|(n, _)| required.contains(n))
+            .collect()
+    };
+    match relevant.first() {
+        None => {
+            let said = output.trim();
+            if said.is_empty() {
+                "not installed".into()
+            } else {
+                format!("not installed ({})", said.replace('\n', "; "))
+            }
+        }
+        Some((_, first)) if relevant.iter().all(|(_, v)| v == first) => first.to_string(),
+        Some(_) => relevant
+            .iter()
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// The first paragraph of a debian/control, which describes the source
 /// package (comment-only paragraphs skipped).
 fn source_paragraph(control: &str) -> &str {
@@ -387,6 +500,62 @@ fn control_fields(paragraph: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_version_reads_the_binaries_a_host_carries() {
+        let both = "ii  split-server 1.0-1\nii  split-agent 1.0-1\n";
+        assert_eq!(
+            installed_version(both, &["split-server", "split-agent"]),
+            "1.0-1"
+        );
+        assert_eq!(installed_version(both, &[]), "1.0-1");
+        let agent_only = "un  split-server \nii  split-agent 1.1-1\n";
+        assert_eq!(installed_version(agent_only, &[]), "1.1-1");
+        assert_eq!(
+            installed_version(agent_only, &["split-server"]),
+            "split-server not installed"
+        );
+        let mixed = "ii  split-server 1.0-1\nii  split-agent 1.1-1\n";
+        assert_eq!(
+            installed_version(mixed, &[]),
+            "split-server 1.0-1, split-agent 1.1-1"
+        );
+        assert_eq!(installed_version(mixed, &["split-agent"]), "1.1-1");
+        let none = "dpkg-query: no packages found matching split-agent\n";
+        assert_eq!(
+            installed_version(none, &[]),
+            "not installed (dpkg-query: no packages found matching split-agent)"
+        );
+        // Removed but configuration left (`rc`): not installed.
+        assert_eq!(
+            installed_version("rc  x 1.0-1\n", &[]),
+            "not installed (rc  x 1.0-1)"
+        );
+        assert_eq!(
+            installed_query(&["a", "b c"]),
+            "dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' a 'b c' 2>&1"
+        );
+    }
+
+    #[test]
+    fn binary_packages_and_deb_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("debian")).unwrap();
+        std::fs::write(
+            dir.path().join("debian/control"),
+            "Source: split\nBuild-Depends: debhelper-compat (= 13)\n\nPackage: split-server\nArchitecture: all\n\n# a comment\nPackage: split-agent\nArchitecture: all\n",
+        )
+        .unwrap();
+        assert_eq!(
+            binary_package_names(dir.path()).unwrap(),
+            vec!["split-server", "split-agent"]
+        );
+        assert_eq!(
+            package_of_deb_file("split-agent_1.0.0.1-1+deb12u1_all.deb"),
+            Some("split-agent")
+        );
+        assert_eq!(package_of_deb_file("split.changes"), None);
+    }
 
     #[test]
     fn build_depends_reads_continuations_versions_alternatives_and_restrictions() {

@@ -14,7 +14,7 @@ use crate::support::docker::{self, Containers};
 use crate::support::process;
 use crate::support::progress::Progress;
 use crate::verify::fleet::{Fleet, Launch, Size};
-use crate::verify::scenario::{self, Deb, VerifyInput};
+use crate::verify::scenario::{self, Debs, VerifyInput};
 use crate::{release::build, release::fixture, support::images};
 use bollard::Docker;
 
@@ -51,11 +51,11 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
     let out = scratch.path().join("out");
     std::fs::create_dir_all(&out)?;
     let built = build::build(&docker, &config, &project, &out, &progress.reporter()).await?;
-    let deb = Deb {
-        path: built.deb().to_path_buf(),
-        version: crate::support::debian::deb_field(built.deb(), "Version")?,
+    let deb = Debs {
+        paths: built.paths(),
+        version: crate::support::debian::deb_field(&built.debs[0].path, "Version")?,
     };
-    let depends = crate::support::debian::deb_depends(&deb.path)?;
+    let depends = deb.depends()?;
     let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
 
     let mut rows = Vec::new();
@@ -80,7 +80,9 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         let fleet = Fleet::start(&docker, &config, &launch, progress).await?;
         let start = t.elapsed();
         let measured = async {
-            fleet.publish_debs(&[deb.path.as_path()]).await?;
+            fleet
+                .publish_debs(&deb.paths.iter().map(|p| p.as_path()).collect::<Vec<_>>())
+                .await?;
             let t = Instant::now();
             fleet
                 .install(&fleet.select(Hosts::All), &deb.version)

@@ -8,7 +8,7 @@
 //! against the previous release tag, the floors, and the Cobertura file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Hosts};
 use crate::ledger::CoverageFigures;
+use crate::support::debian::{self, BuiltDeb};
 use crate::support::docker;
 use crate::support::git::Repo;
 use crate::support::process;
@@ -41,10 +42,12 @@ const COMBINE_DIR: &str = "/var/tmp/release-harness-combine";
 pub struct Instrument {
     pub package: String,
     pub version: String,
-    /// Top-level Python modules the .deb installs (`minideploy`, `scap`).
+    /// Top-level Python modules the .debs install (`minideploy`, `scap`).
     pub modules: Vec<String>,
-    /// The .deb's file name in the fleet's apt repository.
-    deb_name: String,
+    /// The binary packages whose installed version names the data directory.
+    binaries: Vec<String>,
+    /// The .debs' file names in the fleet's apt repository.
+    deb_names: Vec<String>,
 }
 
 /// Whether verify measures coverage, and if not, why.
@@ -54,24 +57,28 @@ pub enum Plan {
     Off(String),
 }
 
-/// Decides from the built .deb: a package that installs Python modules is
+/// Decides from the built .debs: a release that installs Python modules is
 /// measured (unless `coverage.enabled = false`), anything else is not.
-pub fn plan(config: &Config, deb: &Path, version: &str) -> Plan {
+pub fn plan(config: &Config, debs: &[PathBuf], version: &str) -> Plan {
     if !config.coverage.enabled {
         return Plan::Off(format!(
             "coverage.enabled = false in {}",
             config.path.display()
         ));
     }
-    let listing = process::cmd(
-        "dpkg-deb",
-        [std::ffi::OsStr::new("--contents"), deb.as_os_str()],
-    )
-    .read();
-    let listing = match listing {
-        Ok(l) => l,
-        Err(e) => return Plan::Off(format!("cannot list {}: {e:#}", deb.display())),
-    };
+    let mut listing = String::new();
+    for deb in debs {
+        match process::cmd(
+            "dpkg-deb",
+            [std::ffi::OsStr::new("--contents"), deb.as_os_str()],
+        )
+        .read()
+        {
+            Ok(l) => listing.push_str(&l),
+            Err(e) => return Plan::Off(format!("cannot list {}: {e:#}", deb.display())),
+        }
+        listing.push('\n');
+    }
     let modules = python_modules(&listing);
     if modules.is_empty() {
         return Plan::Off(format!(
@@ -85,10 +92,19 @@ pub fn plan(config: &Config, deb: &Path, version: &str) -> Plan {
         package: config.package_name().to_string(),
         version: version.to_string(),
         modules,
-        deb_name: deb
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        binaries: config
+            .binary_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        deb_names: debs
+            .iter()
+            .map(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect(),
     })
 }
 
@@ -158,14 +174,17 @@ impl Instrument {
             "#!/bin/sh\n\
              # After every dpkg run: the installed version of {pkg} names the\n\
              # directory its processes write their coverage data to.\n\
-             v=$(dpkg-query -W -f='${{Version}}' {pkg} 2>/dev/null)\n\
+             v=$({query} | awk '$1 ~ /^.i/ {{ print $NF; exit }}')\n\
              if [ -n \"$v\" ]; then\n\
              \x20 install -d -m 1777 {DATA_ROOT}/\"$v\"\n\
              \x20 printf '%s\\n' \"$v\" > {installed}\n\
              else\n\
              \x20 rm -f {installed}\n\
              fi\n",
-            pkg = self.package
+            pkg = self.package,
+            query = debian::installed_query(
+                &self.binaries.iter().map(String::as_str).collect::<Vec<_>>()
+            )
         );
         let apt = format!("DPkg::Post-Invoke {{ \"{VERSION_HOOK} || true\"; }};\n");
         vec![
@@ -213,11 +232,17 @@ impl Instrument {
             .run(
                 fleet.deploy_host(),
                 None,
-                &format!("sha256sum {APT_DIR}/{}", self.deb_name),
+                &format!("cd {APT_DIR} && sha256sum {}", self.deb_names.join(" ")),
             )
             .await;
         match served {
-            Ok(out) => found.served_sha256 = out.split_whitespace().next().map(str::to_string),
+            Ok(out) => {
+                found.served_sha256 = out
+                    .lines()
+                    .filter_map(|l| l.split_once("  "))
+                    .map(|(sum, name)| (name.to_string(), sum.to_string()))
+                    .collect()
+            }
             Err(e) => found.missing.push(format!("{e:#}")),
         }
         let dir = format!("{DATA_ROOT}/{}", self.version);
@@ -351,11 +376,11 @@ impl Instrument {
                 None,
                 &format!(
                     "set -e; cd {COMBINE_DIR}; export COVERAGE_PROCESS_START=\n\
-                     dpkg-deb -x {APT_DIR}/{deb} src\n\
+                     for deb in {debs}; do dpkg-deb -x {APT_DIR}/$deb src; done\n\
                      python3-coverage combine --rcfile=combine.rc data >/dev/null\n\
                      python3-coverage json --rcfile=combine.rc -o out.json >/dev/null\n\
                      cat out.json",
-                    deb = self.deb_name
+                    debs = self.deb_names.join(" ")
                 ),
             )
             .await?;
@@ -461,8 +486,8 @@ pub struct ScenarioCoverage {
     pub hosts: Vec<String>,
     /// Hosts whose data is missing, and why.
     pub missing: Vec<String>,
-    /// sha256 of the .deb the fleet's apt repository served.
-    pub served_sha256: Option<String>,
+    /// sha256 of each .deb the fleet's apt repository served, by file name.
+    pub served_sha256: BTreeMap<String, String>,
     /// What importing every module alone runs, or why it is not known.
     pub import_only: Option<std::result::Result<Lines, String>>,
 }
@@ -561,8 +586,8 @@ pub struct CoverageReport {
     /// Floors of release.toml's `[coverage]` that were not met (and a
     /// measured package that is not the one built).
     pub floor_failures: Vec<String>,
-    /// sha256 of the .deb the measured fleets installed.
-    pub deb_sha256: Option<String>,
+    /// sha256 of each .deb the measured fleets installed, by file name.
+    pub deb_sha256: BTreeMap<String, String>,
     /// Statements that importing every module alone runs: the floor any
     /// run reaches (the total flatters the suite by that much).
     pub import_only: Option<Figure>,
@@ -618,13 +643,15 @@ impl CoverageReport {
             }
             _ => {}
         }
-        if let Some(sum) = found.served_sha256 {
-            match &self.deb_sha256 {
+        for (name, sum) in found.served_sha256 {
+            match self.deb_sha256.get(&name) {
                 Some(seen) if *seen != sum => self.floor_failures.push(format!(
-                    "{scenario} installed a .deb with sha256 {sum}, an earlier scenario {seen}"
+                    "{scenario} installed {name} with sha256 {sum}, an earlier scenario {seen}"
                 )),
                 Some(_) => {}
-                None => self.deb_sha256 = Some(sum),
+                None => {
+                    self.deb_sha256.insert(name, sum);
+                }
             }
         }
         self.scenarios.push(ScenarioFigure {
@@ -668,16 +695,20 @@ impl CoverageReport {
         config: &Config,
         repo: &Repo,
         previous_tag: Option<&str>,
-        built_sha256: &str,
+        built: &[BuiltDeb],
     ) {
         if self.unavailable.is_some() {
             return;
         }
-        if let Some(served) = self.deb_sha256.as_deref().filter(|s| *s != built_sha256) {
-            self.floor_failures.push(format!(
-                "the fleet installed a .deb with sha256 {served}, but the built one has \
-                 {built_sha256}: the figures are not of the package that ships"
-            ));
+        for deb in built {
+            let name = deb.file_name();
+            if let Some(served) = self.deb_sha256.get(&name).filter(|s| **s != deb.sha256) {
+                self.floor_failures.push(format!(
+                    "the fleet installed {name} with sha256 {served}, but the built one has \
+                     {}: the figures are not of the package that ships",
+                    deb.sha256
+                ));
+            }
         }
         match previous_tag {
             None => {
@@ -1053,7 +1084,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 lines: ran(&[1, 4, 5], &[1, 4, 5, 6, 7, 8]),
                 hosts: vec!["deploy1".into(), "canary1".into()],
                 missing: vec![],
-                served_sha256: None,
+                served_sha256: BTreeMap::new(),
                 import_only: Some(Ok(ran(&[1], &[1, 4]))),
             },
         );
@@ -1063,7 +1094,7 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
                 lines: ran(&[1, 4, 5, 6], &[1, 4, 5, 6, 7, 8]),
                 hosts: vec!["deploy1".into()],
                 missing: vec!["app4: ran 0.2.0-1 and left no coverage data".into()],
-                served_sha256: None,
+                served_sha256: BTreeMap::new(),
                 import_only: None,
             },
         );
@@ -1101,14 +1132,21 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
         report.add(
             "fresh-install",
             ScenarioCoverage {
-                served_sha256: Some("aa11".into()),
+                served_sha256: BTreeMap::from([("pkg_1_all.deb".into(), "aa11".into())]),
                 ..ScenarioCoverage::default()
             },
         );
+        let built = |sha: &str| {
+            vec![BuiltDeb {
+                package: "pkg".into(),
+                path: "out/pkg_1_all.deb".into(),
+                sha256: sha.into(),
+            }]
+        };
         let mut same = report.clone();
-        same.finish(&Config::default(), &repo, None, "aa11");
+        same.finish(&Config::default(), &repo, None, &built("aa11"));
         assert!(same.floor_failures.is_empty(), "{:?}", same.floor_failures);
-        report.finish(&Config::default(), &repo, None, "bb22");
+        report.finish(&Config::default(), &repo, None, &built("bb22"));
         assert_eq!(report.floor_failures.len(), 1);
         assert!(report.floor_failures[0].contains("sha256 aa11"));
         assert!(report.floor_failures[0].contains("bb22"));
@@ -1178,11 +1216,11 @@ diff --git a/pkg/new.py b/pkg/new.py
                 lines,
                 hosts: vec!["deploy1".into()],
                 missing: vec![],
-                served_sha256: None,
+                served_sha256: BTreeMap::new(),
                 import_only: None,
             },
         );
-        report.finish(&config, &repo, Some("1.0.0"), "");
+        report.finish(&config, &repo, Some("1.0.0"), &[]);
         assert_eq!(
             report.floor_failures.len(),
             1,
@@ -1245,7 +1283,7 @@ diff --git a/pkg/new.py b/pkg/new.py
                     },
                 );
             }
-            report.finish(&Config::default(), &repo, Some("1.0.0"), "");
+            report.finish(&Config::default(), &repo, Some("1.0.0"), &[]);
             report
         };
         let mut gate = Config::default().gate;
@@ -1308,7 +1346,7 @@ diff --git a/pkg/new.py b/pkg/new.py
                 ..ScenarioCoverage::default()
             },
         );
-        report.finish(&config, &repo, None, "");
+        report.finish(&config, &repo, None, &[]);
         assert!(report.changed.is_none());
         assert!(report.figures().note.contains("no previous release tag"));
         assert_eq!(report.floor_failures.len(), 1);

@@ -14,6 +14,7 @@ use bollard::Docker;
 use futures_util::future::join_all;
 
 use crate::config::{Config, Hosts};
+use crate::support::debian;
 use crate::support::docker::{self, ContainerSpec, Containers, ExecOutput};
 use crate::support::progress::Progress;
 
@@ -34,6 +35,15 @@ pub struct Host {
 }
 
 impl Host {
+    /// The host's role as release.toml names it.
+    pub fn hosts(&self) -> Hosts {
+        match self.role {
+            Role::Deploy => Hosts::Deploy,
+            Role::Canary => Hosts::Canaries,
+            Role::App => Hosts::Apps,
+        }
+    }
+
     fn matches(&self, hosts: Hosts) -> bool {
         match hosts {
             Hosts::All => true,
@@ -239,31 +249,42 @@ impl Fleet {
         .await
     }
 
-    /// Installs `version` of the package on `hosts` the way debdeploy's client
-    /// does (apt-get from the fleet's repository, whose index `publish_debs`
-    /// brought to every host), downgrades allowed.
+    /// Installs `version` of the binaries each of `hosts` carries (by its
+    /// role, `package.binaries`) the way debdeploy's client does (apt-get
+    /// from the fleet's repository, whose index `publish_debs` brought to
+    /// every host), downgrades allowed; all hosts at once.
     pub async fn install(&self, hosts: &[&Host], version: &str) -> Result<()> {
-        let pkg = self.config.package_name();
-        let script = format!(
-            "timeout 300 apt-get -q -y --allow-downgrades \
-             -o DPkg::Options::=--force-confold install {pkg}={version}"
-        );
-        self.run_on(hosts, None, &script).await
+        let results = join_all(hosts.iter().map(|h| {
+            let pins: Vec<String> = self
+                .config
+                .binaries_on(h.hosts())
+                .iter()
+                .map(|b| format!("{b}={version}"))
+                .collect();
+            let script = format!(
+                "timeout 300 apt-get -q -y --allow-downgrades \
+                 -o DPkg::Options::=--force-confold install {}",
+                pins.join(" ")
+            );
+            async move { self.run(h, None, &script).await }
+        }))
+        .await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
     }
 
-    /// The version of the package installed on a host (empty if none).
+    /// The version of the binaries a host carries (see
+    /// `debian::installed_version`: a description when one is missing or
+    /// they differ; empty when none is installed).
     pub async fn installed_version(&self, host: &Host) -> Result<String> {
+        let binaries = self.config.binaries_on(host.hosts());
         let out = self
-            .exec(
-                host,
-                None,
-                &format!(
-                    "dpkg-query -W -f='${{Version}}' {} 2>/dev/null",
-                    self.config.package_name()
-                ),
-            )
+            .exec(host, None, &debian::installed_query(&binaries))
             .await?;
-        Ok(out.stdout.trim().to_string())
+        if debian::installed_version(&out.stdout, &[]).starts_with("not installed") {
+            return Ok(String::new());
+        }
+        Ok(debian::installed_version(&out.stdout, &binaries))
     }
 
     /// Commits a change to the deployment repository; returns the new sha.

@@ -4,10 +4,10 @@
 //! target. What a scenario found goes into a `report::ScenarioResult`.
 //! Scenarios run `PARALLEL_SCENARIOS` at a time, each on its own network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -19,20 +19,53 @@ use crate::verify::custom;
 use crate::verify::fleet::{Fleet, Host, Launch, Size};
 use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
 
-/// A built package and its full Debian version.
+/// One version of the release: every binary .deb its source built, and
+/// their full Debian version.
 #[derive(Debug, Clone)]
-pub struct Deb {
-    pub path: PathBuf,
+pub struct Debs {
+    pub paths: Vec<PathBuf>,
     pub version: String,
+}
+
+impl Debs {
+    /// Each .deb with its package (from the file name) and sha256.
+    pub fn built(&self) -> Result<Vec<crate::support::debian::BuiltDeb>> {
+        use sha2::Digest;
+        self.paths
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                Ok(crate::support::debian::BuiltDeb {
+                    package: crate::support::debian::package_of_deb_file(&name)
+                        .unwrap_or(&name)
+                        .to_string(),
+                    path: p.clone(),
+                    sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                })
+            })
+            .collect()
+    }
+
+    /// Depends and Pre-Depends of all of them (what the fleet image holds).
+    pub fn depends(&self) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        for p in &self.paths {
+            all.extend(crate::support::debian::deb_depends(p)?);
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
 }
 
 pub struct VerifyInput<'a> {
     pub config: &'a Config,
     /// The fleet image (runtime dependencies preinstalled).
     pub image: &'a str,
-    pub new: &'a Deb,
+    pub new: &'a Debs,
     /// The previous release, for upgrade, mixed-fleet and downgrade.
-    pub previous: Option<&'a Deb>,
+    pub previous: Option<&'a Debs>,
     pub run_id: &'a str,
     pub keep: bool,
     /// Only these scenarios (default: release.toml's list).
@@ -103,7 +136,7 @@ pub async fn verify(
             input.config.path.display()
         );
     }
-    let plan = coverage::plan(input.config, &input.new.path, &input.new.version);
+    let plan = coverage::plan(input.config, &input.new.paths, &input.new.version);
     let (instrument, mut measured) = match plan {
         coverage::Plan::Measure(i) => (Some(i.clone()), CoverageReport::new(i.modules)),
         coverage::Plan::Off(why) => {
@@ -202,9 +235,9 @@ async fn run_scenario(
         let t = Instant::now();
         let fleet = Fleet::start(docker, input.config, &launch, progress).await?;
         s.took("fleet start", t);
-        let mut debs = vec![input.new.path.as_path()];
+        let mut debs: Vec<&Path> = input.new.paths.iter().map(PathBuf::as_path).collect();
         if let Some(p) = input.previous {
-            debs.push(p.path.as_path());
+            debs.extend(p.paths.iter().map(PathBuf::as_path));
         }
         let t = Instant::now();
         let ready = async {
