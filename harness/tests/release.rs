@@ -175,7 +175,15 @@ async fn dry_run_releases_the_split_fixture_server_and_agent_together() {
                 .any(|l| l.starts_with(&sum) && l.ends_with(&name)),
             "{name} ({sum}) is not in SHA256SUMS:\n{sums}"
         );
+        let built = outcome
+            .debs
+            .iter()
+            .find(|d| d.package == package)
+            .unwrap_or_else(|| panic!("{package} is not in the outcome: {:?}", outcome.debs));
+        assert_eq!(built.sha256, sum);
+        assert_eq!(built.file_name(), name);
     }
+    assert_eq!(outcome.debs.len(), 2, "{:?}", outcome.debs);
     // The new changelog entry keeps the newest entry's conventions.
     let changelog = outcome.artifacts.join("changelog");
     let parsed = |field: &str| {

@@ -348,6 +348,56 @@ mod tests {
     }
 
     #[test]
+    fn split_release_toml_places_the_binaries_and_verifies_with_its_own_scenarios() {
+        let dest = tempfile::tempdir().unwrap();
+        let repo = materialize("minideploy-split", dest.path()).unwrap();
+        let config = Config::load(&repo).unwrap();
+        assert_eq!(config.package_name(), "minideploy-split");
+        assert!(config.version_files().is_empty());
+        assert_eq!(
+            config.binaries_on(Hosts::Deploy),
+            ["minideploy-split-server"]
+        );
+        assert_eq!(
+            config.binaries_on(Hosts::Canaries),
+            ["minideploy-split-agent"]
+        );
+        assert_eq!(config.binaries_on(Hosts::Apps), ["minideploy-split-agent"]);
+        // The changelog's conventions, kept.
+        assert_eq!(config.debian_revision(), "1+deb12u1");
+        assert_eq!(config.distribution(), "bookworm-wikimedia");
+        assert_eq!(config.urgency(), "low");
+        assert_eq!(
+            config.build.lintian_suppress,
+            ["bad-distribution-in-changes-file"]
+        );
+        assert!(config.verify.scenarios.is_empty());
+        let names: Vec<&str> = config
+            .verify
+            .custom
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "split-fresh-install",
+                "split-upgrade",
+                "split-downgrade",
+                "split-mixed-fleet",
+                "split-dead-target"
+            ]
+        );
+        let needs_previous: Vec<bool> = config
+            .verify
+            .custom
+            .iter()
+            .map(|c| c.needs_previous())
+            .collect();
+        assert_eq!(needs_previous, [false, true, true, true, false]);
+    }
+
+    #[test]
     fn the_embedded_fixtures_are_the_tracked_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
         let tracked = git(&root, &["ls-files", "."]).unwrap();
