@@ -1,8 +1,9 @@
-//! `release` end to end on the built-in fixture: the dry run releases it up to
-//! a verified .deb without touching the user's repository, and the broken
-//! variant is stopped by verify, its release commit and tag taken back and
-//! nothing pushed; lintian's verdict is tuned by release.toml. Real Docker,
-//! real builds, real syncs.
+//! `release` end to end on the built-in fixtures: the dry run releases
+//! minideploy up to a verified .deb without touching the user's repository,
+//! and minideploy-split's server and agent together; the broken variant is
+//! stopped by verify, its release commit and tag taken back and nothing
+//! pushed; lintian's verdict is tuned by release.toml. Real Docker, real
+//! builds, real syncs.
 
 mod support;
 
@@ -107,6 +108,121 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
         .canary_plan
         .iter()
         .any(|l| l.contains("debdeploy deploy -u ")));
+
+    assert_eq!(
+        support::repo_state(&repo),
+        before,
+        "a dry run changed the repository"
+    );
+    assert_eq!(
+        support::leftovers(&docker, &opts.run_id).await,
+        0,
+        "containers left behind"
+    );
+}
+
+/// A source with two binary packages, its version in debian/changelog only:
+/// both are built, summed and verified together across the fleet's roles.
+#[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_releases_the_split_fixture_server_and_agent_together() {
+    let Some(docker) = support::docker().await else {
+        return;
+    };
+    let _heavy = support::HEAVY.lock().await;
+    let (_tmp, repo) = support::fixture_repo("minideploy-split");
+    let before = support::repo_state(&repo);
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = options(&repo, out.path());
+    // Patch raises the last of the four parts.
+    opts.version = VersionRequest::Bump(Bump::Patch);
+
+    let outcome = release::release(
+        &opts,
+        Arc::new(Mutex::new(Cleanup::default())),
+        &Progress::new(false),
+    )
+    .await
+    .expect("the dry run of minideploy-split passes");
+
+    let version = "1.4.0.3-1+deb12u1";
+    assert_eq!(outcome.version, version);
+    assert_eq!(outcome.previous.as_deref(), Some("1.4.0.2-1+deb12u1"));
+    assert!(outcome.verify_passed);
+    // Both binary packages, of the new version, each listed in SHA256SUMS
+    // with the sum of the file beside it.
+    let sums = std::fs::read_to_string(outcome.artifacts.join("SHA256SUMS")).unwrap();
+    for package in ["minideploy-split-server", "minideploy-split-agent"] {
+        let name = format!("{package}_{version}_all.deb");
+        let deb = outcome.artifacts.join(&name);
+        let bytes = std::fs::read(&deb).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let field = |f: &str| {
+            let out = Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(&deb)
+                .arg(f)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(field("Package"), package);
+        assert_eq!(field("Version"), version);
+        assert_eq!(field("Source"), "minideploy-split");
+        use sha2::Digest;
+        let sum = hex::encode(sha2::Sha256::digest(&bytes));
+        assert!(
+            sums.lines()
+                .any(|l| l.starts_with(&sum) && l.ends_with(&name)),
+            "{name} ({sum}) is not in SHA256SUMS:\n{sums}"
+        );
+        let built = outcome
+            .debs
+            .iter()
+            .find(|d| d.package == package)
+            .unwrap_or_else(|| panic!("{package} is not in the outcome: {:?}", outcome.debs));
+        assert_eq!(built.sha256, sum);
+        assert_eq!(built.file_name(), name);
+    }
+    assert_eq!(outcome.debs.len(), 2, "{:?}", outcome.debs);
+    // The new changelog entry keeps the newest entry's conventions.
+    let changelog = outcome.artifacts.join("changelog");
+    let parsed = |field: &str| {
+        let out = Command::new("dpkg-parsechangelog")
+            .arg("-l")
+            .arg(&changelog)
+            .arg(format!("-S{field}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(parsed("Version"), version);
+    assert_eq!(parsed("Distribution"), "bookworm-wikimedia");
+    assert_eq!(parsed("Urgency"), "low");
+    // Only the custom scenarios ran, and every one passed.
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(outcome.artifacts.join("verify.json")).unwrap(),
+    )
+    .unwrap();
+    let ran: Vec<(&str, bool)> = json["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["passed"].as_bool().unwrap()))
+        .collect();
+    let custom = [
+        "split-fresh-install",
+        "split-upgrade",
+        "split-downgrade",
+        "split-mixed-fleet",
+        "split-dead-target",
+    ];
+    assert_eq!(
+        ran,
+        custom.iter().map(|n| (*n, true)).collect::<Vec<_>>(),
+        "{json}"
+    );
+    let junit = std::fs::read_to_string(&outcome.junit).unwrap();
+    assert!(junit.contains("failures=\"0\""), "{junit}");
 
     assert_eq!(
         support::repo_state(&repo),

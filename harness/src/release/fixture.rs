@@ -1,8 +1,11 @@
 //! The fixture release targets in `fixtures/`: `minideploy`, a small
-//! scap-like deploy tool packaged for Debian, and `minideploy-broken`, the
-//! same with the sync regression of `fixtures/minideploy-broken.patch`.
-//! `materialize` turns one into a git repository that looks like a project
-//! between releases: a tagged previous release and commits since.
+//! scap-like deploy tool packaged for Debian; `minideploy-broken`, the same
+//! with the sync regression of `fixtures/minideploy-broken.patch`; and
+//! `minideploy-split`, one source with two binary packages (a server for the
+//! deploy host, an agent for the targets) whose version lives in
+//! debian/changelog only. `materialize` turns one into a git repository that
+//! looks like a project between releases: a tagged previous release and
+//! commits since.
 //!
 //! The files are built into the binary (harness/build.rs embeds
 //! `fixtures/`), so the packaged CLI needs no source tree.
@@ -17,19 +20,54 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 }
 
-/// Fixture names, and the patch each applies to the base fixture.
-const KNOWN: [(&str, Option<&str>); 2] = [
-    ("minideploy", None),
-    ("minideploy-broken", Some("minideploy-broken.patch")),
+/// A fixture: its files, the release it starts from and the work since.
+struct Fixture {
+    name: &'static str,
+    /// The directory under `fixtures/` holding its files.
+    base: &'static str,
+    /// A patch (under `fixtures/`) applied over the base files.
+    patch: Option<&'static str>,
+    /// The tag of the release the repository starts from: the upstream
+    /// version of debian/changelog's newest entry (tag format `{version}`).
+    previous_tag: &'static str,
+    /// Commits made after the tag, so a release has a changelog to write.
+    follow_ups: &'static [FollowUp],
+}
+
+/// One commit after the tag: (subject, file, text to replace or `None` to
+/// append, new text).
+type FollowUp = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+);
+
+const FIXTURES: [Fixture; 3] = [
+    Fixture {
+        name: "minideploy",
+        base: "minideploy",
+        patch: None,
+        previous_tag: "0.1.0",
+        follow_ups: &MINIDEPLOY_FOLLOW_UPS,
+    },
+    Fixture {
+        name: "minideploy-broken",
+        base: "minideploy",
+        patch: Some("minideploy-broken.patch"),
+        previous_tag: "0.1.0",
+        follow_ups: &MINIDEPLOY_FOLLOW_UPS,
+    },
+    Fixture {
+        name: "minideploy-split",
+        base: "minideploy-split",
+        patch: None,
+        previous_tag: "1.4.0.2",
+        follow_ups: &SPLIT_FOLLOW_UPS,
+    },
 ];
-const BASE: &str = "minideploy";
 
-/// The tag of the release the fixture repository starts from.
-pub const PREVIOUS_TAG: &str = "0.1.0";
-
-/// Commits made after the tag, so a release has a changelog to write: (subject,
-/// file, text to replace or `None` to append, new text).
-const FOLLOW_UPS: [(&str, &str, Option<&str>, &str); 3] = [
+const MINIDEPLOY_FOLLOW_UPS: [FollowUp; 3] = [
     (
         "Document failure_limit in the README",
         "README.md",
@@ -52,6 +90,32 @@ const FOLLOW_UPS: [(&str, &str, Option<&str>, &str); 3] = [
     ),
 ];
 
+/// The agent's store and the server's summary are what every push of the
+/// custom scenarios runs: change coverage has lines to count.
+const SPLIT_FOLLOW_UPS: [FollowUp; 3] = [
+    (
+        "agent: fsync the stored file before renaming it into place",
+        "minisplit_agent/store.py",
+        Some("            out.flush()\n"),
+        "            out.flush()\n            # A crash after the rename must not leave an empty file.\n\
+         \x20           os.fsync(out.fileno())\n",
+    ),
+    (
+        "server: say how many bytes a push sent",
+        "minisplit_server/cli.py",
+        Some("print(\"pushed %s to %d agents (sha256 %s)\" % (name, len(hosts), digest))"),
+        "print(\"pushed %s to %d agents (%d bytes, sha256 %s)\"\n          \
+         % (name, len(hosts), len(payload), digest))",
+    ),
+    (
+        "Add an example server.conf",
+        "doc/server.conf.example",
+        None,
+        "[server]\nssh_user = deploy\nssh_key = /home/deploy/.ssh/id_ed25519\n\
+         agents = /etc/minisplit/agents\nconnect_timeout = 3\n",
+    ),
+];
+
 /// The embedded file at `path` under `fixtures/`.
 fn embedded(path: &str) -> Option<&'static [u8]> {
     embedded::FILES
@@ -62,14 +126,24 @@ fn embedded(path: &str) -> Option<&'static [u8]> {
 
 /// The names `materialize` accepts.
 pub fn known() -> Vec<&'static str> {
-    KNOWN.iter().map(|(name, _)| *name).collect()
+    FIXTURES.iter().map(|f| f.name).collect()
+}
+
+/// The tag of the release fixture `name` starts from (None for an unknown
+/// name).
+pub fn previous_tag(name: &str) -> Option<&'static str> {
+    fixture(name).map(|f| f.previous_tag)
+}
+
+fn fixture(name: &str) -> Option<&'static Fixture> {
+    FIXTURES.iter().find(|f| f.name == name)
 }
 
 /// Copies fixture `name` (with its patch applied) into `dest/<name>`, makes
-/// it a git repository on `main` with the release `PREVIOUS_TAG` tagged and
-/// three commits since, and returns the repository's path.
+/// it a git repository on `main` with its previous release tagged and its
+/// follow-up commits since, and returns the repository's path.
 pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
-    let Some((_, patch)) = KNOWN.iter().find(|(known, _)| *known == name) else {
+    let Some(fixture) = fixture(name) else {
         bail!(
             "unknown fixture `{name}`; the known fixtures are: {}",
             known().join(", ")
@@ -83,9 +157,9 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
             repo.display()
         );
     }
-    write_base(&repo).with_context(|| format!("writing fixture `{name}`"))?;
+    write_base(fixture.base, &repo).with_context(|| format!("writing fixture `{name}`"))?;
     git(&repo, &["init", "--quiet", "-b", "main"])?;
-    if let Some(patch) = patch {
+    if let Some(patch) = fixture.patch {
         let diff = embedded(patch)
             .with_context(|| format!("fixture `{name}`: {patch} is not built into the harness"))?;
         process::cmd("git", ["apply", "-"])
@@ -96,9 +170,11 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
     git(&repo, &["config", "user.name", "Fixture Maintainer"])?;
     git(&repo, &["config", "user.email", "fixture@example.org"])?;
     git(&repo, &["add", "--all"])?;
-    git(&repo, &["commit", "--quiet", "-m", "Release 0.1.0"])?;
-    git(&repo, &["tag", "-a", PREVIOUS_TAG, "-m", "Release 0.1.0"])?;
-    for (subject, file, from, to) in FOLLOW_UPS {
+    let tag = fixture.previous_tag;
+    let release = format!("Release {tag}");
+    git(&repo, &["commit", "--quiet", "-m", &release])?;
+    git(&repo, &["tag", "-a", tag, "-m", &release])?;
+    for (subject, file, from, to) in fixture.follow_ups {
         let path = repo.join(file);
         let text = match from {
             Some(from) => {
@@ -127,11 +203,11 @@ pub fn materialize(name: &str, dest: &Path) -> Result<PathBuf> {
     Ok(repo)
 }
 
-/// Writes the embedded files of the base fixture into `to`, with their
+/// Writes the embedded files under `fixtures/<base>/` into `to`, with their
 /// modes (debian/rules stays executable).
-fn write_base(to: &Path) -> Result<()> {
+fn write_base(base: &str, to: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let prefix = format!("{BASE}/");
+    let prefix = format!("{base}/");
     for (path, mode, contents) in embedded::FILES {
         let Some(relative) = path.strip_prefix(&prefix) else {
             continue;
@@ -173,19 +249,17 @@ mod tests {
         let dest = tempfile::tempdir().unwrap();
         let repo = materialize("minideploy", dest.path()).unwrap();
         assert_eq!(repo, dest.path().join("minideploy"));
-        assert_eq!(
-            git(&repo, &["cat-file", "-t", PREVIOUS_TAG]).unwrap(),
-            "tag"
-        );
+        assert_eq!(previous_tag("minideploy"), Some("0.1.0"));
+        assert_eq!(git(&repo, &["cat-file", "-t", "0.1.0"]).unwrap(), "tag");
         assert_eq!(
             git(&repo, &["describe", "--tags", "--abbrev=0"]).unwrap(),
-            PREVIOUS_TAG
+            "0.1.0"
         );
         let count = git(&repo, &["rev-list", "--count", "0.1.0..HEAD"]).unwrap();
         assert_eq!(count, "3");
         let subjects = git(&repo, &["log", "--format=%s", "0.1.0..HEAD"]).unwrap();
         assert_eq!(subjects.lines().count(), 3);
-        for (subject, ..) in FOLLOW_UPS {
+        for (subject, ..) in MINIDEPLOY_FOLLOW_UPS {
             assert!(subjects.contains(subject), "{subjects}");
         }
         assert_eq!(git(&repo, &["status", "--porcelain"]).unwrap(), "");
@@ -226,6 +300,104 @@ mod tests {
     }
 
     #[test]
+    fn split_fixture_starts_from_a_four_part_release_in_the_changelog_only() {
+        let dest = tempfile::tempdir().unwrap();
+        let repo = materialize("minideploy-split", dest.path()).unwrap();
+        let tag = previous_tag("minideploy-split").unwrap();
+        assert_eq!(tag, "1.4.0.2");
+        assert_eq!(git(&repo, &["cat-file", "-t", tag]).unwrap(), "tag");
+        assert_eq!(
+            git(&repo, &["describe", "--tags", "--abbrev=0"]).unwrap(),
+            tag
+        );
+        // The tagged release's changelog is the previous version, with its
+        // own distribution, revision and urgency.
+        let top = crate::support::debian::changelog_top(&repo).unwrap();
+        assert_eq!(top.package, "minideploy-split");
+        assert_eq!(top.version, "1.4.0.2-1+deb12u1");
+        assert_eq!(top.revision(), Some("1+deb12u1"));
+        assert_eq!(top.distribution, "bookworm-wikimedia");
+        assert_eq!(top.urgency, "low");
+        let tagged = git(&repo, &["show", &format!("{tag}:debian/changelog")]).unwrap();
+        assert!(tagged.starts_with("minideploy-split (1.4.0.2-1+deb12u1) "));
+        // Follow-ups change code the scenarios run, and leave the
+        // changelog to the release.
+        let subjects = git(&repo, &["log", "--format=%s", &format!("{tag}..HEAD")]).unwrap();
+        assert_eq!(subjects.lines().count(), SPLIT_FOLLOW_UPS.len());
+        let changed = git(&repo, &["diff", "--name-only", tag, "HEAD"]).unwrap();
+        assert!(changed.contains("minisplit_agent/store.py"), "{changed}");
+        assert!(changed.contains("minisplit_server/cli.py"), "{changed}");
+        assert!(!changed.contains("debian/"), "{changed}");
+        // No version file: the build writes it from the changelog.
+        let files = git(&repo, &["ls-files"]).unwrap();
+        assert!(!files.contains("_version.py"), "{files}");
+        assert!(files.contains("debian/minideploy-split-agent.install"));
+        assert_eq!(git(&repo, &["status", "--porcelain"]).unwrap(), "");
+        // The follow-ups leave the tool working: its own tests pass.
+        let tests = std::process::Command::new("python3")
+            .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            tests.status.success(),
+            "{}",
+            String::from_utf8_lossy(&tests.stderr)
+        );
+    }
+
+    #[test]
+    fn split_release_toml_places_the_binaries_and_verifies_with_its_own_scenarios() {
+        let dest = tempfile::tempdir().unwrap();
+        let repo = materialize("minideploy-split", dest.path()).unwrap();
+        let config = Config::load(&repo).unwrap();
+        assert_eq!(config.package_name(), "minideploy-split");
+        assert!(config.version_files().is_empty());
+        assert_eq!(
+            config.binaries_on(Hosts::Deploy),
+            ["minideploy-split-server"]
+        );
+        assert_eq!(
+            config.binaries_on(Hosts::Canaries),
+            ["minideploy-split-agent"]
+        );
+        assert_eq!(config.binaries_on(Hosts::Apps), ["minideploy-split-agent"]);
+        // The changelog's conventions, kept.
+        assert_eq!(config.debian_revision(), "1+deb12u1");
+        assert_eq!(config.distribution(), "bookworm-wikimedia");
+        assert_eq!(config.urgency(), "low");
+        assert_eq!(
+            config.build.lintian_suppress,
+            ["bad-distribution-in-changes-file"]
+        );
+        assert!(config.verify.scenarios.is_empty());
+        let names: Vec<&str> = config
+            .verify
+            .custom
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "split-fresh-install",
+                "split-upgrade",
+                "split-downgrade",
+                "split-mixed-fleet",
+                "split-dead-target"
+            ]
+        );
+        let needs_previous: Vec<bool> = config
+            .verify
+            .custom
+            .iter()
+            .map(|c| c.needs_previous())
+            .collect();
+        assert_eq!(needs_previous, [false, true, true, true, false]);
+    }
+
+    #[test]
     fn the_embedded_fixtures_are_the_tracked_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
         let tracked = git(&root, &["ls-files", "."]).unwrap();
@@ -250,7 +422,10 @@ mod tests {
         let err = materialize("scap", dest.path()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("unknown fixture `scap`"), "{msg}");
-        assert!(msg.contains("minideploy, minideploy-broken"), "{msg}");
+        assert!(
+            msg.contains("minideploy, minideploy-broken, minideploy-split"),
+            "{msg}"
+        );
         assert!(!dest.path().join("scap").exists());
     }
 
