@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use harness::config::{Binary, Config, Hosts, RolloutTool};
+use harness::config::{Config, Hosts, RolloutTool};
 use harness::ledger::{self, Actor, Ledger, LockHolder, Outcome, Step, StepKind};
 use harness::production::testbed::{self, Testbed};
 use harness::production::{
@@ -92,10 +92,10 @@ impl Env {
 
 /// Starts a testbed (or returns None when Docker tests are skipped on
 /// purpose), with a fixture repository tagged for release `TAG`.
-async fn start(tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env> {
+async fn start(fixture: &str, tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env> {
     let docker = harness::support::testing::engine("a production test").await?;
     let dir = tempfile::tempdir().unwrap();
-    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
+    let path = harness::release::fixture::materialize(fixture, dir.path()).unwrap();
     let repo = Repo::open(&path).unwrap();
     repo.tag_annotated(TAG, "Release 0.2.0").unwrap();
     let mut config = Config::load(&path).unwrap();
@@ -158,14 +158,28 @@ fn env_dir(root: &std::path::Path, name: &str) -> std::path::PathBuf {
     root.join(name)
 }
 
-/// Runs `scenario` and removes the testbed whatever happened.
+/// Runs `scenario` on a testbed of the `minideploy` fixture and removes the
+/// testbed whatever happened.
 async fn run<F, Fut>(tool: RolloutTool, tune: impl FnOnce(&mut Config), scenario: F)
 where
     F: FnOnce(Arc<Env>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_fixture("minideploy", tool, tune, scenario).await
+}
+
+/// `run`, for the release of fixture `fixture`.
+async fn run_fixture<F, Fut>(
+    fixture: &str,
+    tool: RolloutTool,
+    tune: impl FnOnce(&mut Config),
+    scenario: F,
+) where
+    F: FnOnce(Arc<Env>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let _engine = DOCKER.lock().await;
-    let Some(env) = start(tool, tune).await else {
+    let Some(env) = start(fixture, tool, tune).await else {
         return;
     };
     let env = Arc::new(env);
@@ -312,22 +326,6 @@ async fn tag_canaries_soak_promote_rollback() {
     .await;
 }
 
-/// A source of two binaries, a server on the deploy host and an agent on
-/// the targets (release.toml's `package.binaries`).
-fn split_source(c: &mut Config) {
-    c.package.name = Some("split".into());
-    c.package.binaries = vec![
-        Binary {
-            name: "split-server".into(),
-            hosts: Hosts::Deploy,
-        },
-        Binary {
-            name: "split-agent".into(),
-            hosts: Hosts::Targets,
-        },
-    ];
-}
-
 /// What dpkg says of both binaries on every target.
 async fn split_binaries_on_targets(env: &Env) -> Vec<String> {
     let mut seen = Vec::new();
@@ -338,8 +336,8 @@ async fn split_binaries_on_targets(env: &Env) -> Vec<String> {
             .exec(
                 h,
                 None,
-                "dpkg-query -W -f='${db:Status-Abbrev}${Package}=${Version}\\n' split-server \
-                 split-agent 2>/dev/null | sed -n 's/^ii //p' | tr '\\n' ' '",
+                "dpkg-query -W -f='${db:Status-Abbrev}${Package}=${Version}\\n' minideploy-split-server \
+                 minideploy-split-agent 2>/dev/null | sed -n 's/^ii //p' | tr '\\n' ' '",
             )
             .await
             .unwrap();
@@ -350,58 +348,71 @@ async fn split_binaries_on_targets(env: &Env) -> Vec<String> {
 }
 
 async fn split_release_through_production(tool: RolloutTool) {
-    run(tool, split_source, |env| async move {
-        let config = env.config();
-        assert_eq!(
-            split_binaries_on_targets(&env).await,
-            ["app1", "app2", "app3", "canary1", "canary2"]
-                .map(|h| format!("{h}: split-agent={PREVIOUS}"))
-        );
-        if tool == RolloutTool::Debdeploy {
-            // debdeploy's spec names the source, not a binary.
-            let spec = harness::production::rollout::update_spec(config, NEW, false).unwrap();
-            assert!(spec.starts_with("source: split\n"), "{spec}");
-        }
-        production::canary(&env.repo, config, &env.facts, false, &env.progress)
+    // minideploy-split's release.toml places the server on the deploy host
+    // and the agent on the targets.
+    run_fixture(
+        "minideploy-split",
+        tool,
+        |_| {},
+        |env| async move {
+            let config = env.config();
+            assert_eq!(
+                split_binaries_on_targets(&env).await,
+                ["app1", "app2", "app3", "canary1", "canary2"]
+                    .map(|h| format!("{h}: minideploy-split-agent={PREVIOUS}"))
+            );
+            if tool == RolloutTool::Debdeploy {
+                // debdeploy's spec names the source, not a binary.
+                let spec = harness::production::rollout::update_spec(config, NEW, false).unwrap();
+                assert!(spec.starts_with("source: minideploy-split\n"), "{spec}");
+            }
+            production::canary(&env.repo, config, &env.facts, false, &env.progress)
+                .await
+                .unwrap();
+            env.assert_versions(&canaries_new_apps_old()).await;
+            // Each binary's sha256 in the ledger, and the gate checks both.
+            let record = env.record();
+            assert_eq!(
+                record.debs.keys().collect::<Vec<_>>(),
+                ["minideploy-split-agent", "minideploy-split-server"]
+            );
+            match production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
+                .await
+                .unwrap()
+            {
+                PromoteOutcome::Promoted { hosts, version, .. } => {
+                    assert_eq!((hosts, version.as_str()), (3, NEW));
+                }
+                other => panic!("expected promoted, got {other:?}"),
+            }
+            let gate = env.record().last(StepKind::Gate).cloned().unwrap();
+            let artifact = gate.checks.iter().find(|c| c.name == "artifact").unwrap();
+            assert!(
+                artifact.detail.contains("minideploy-split-agent"),
+                "{artifact:?}"
+            );
+            assert!(
+                artifact.detail.contains("minideploy-split-server"),
+                "{artifact:?}"
+            );
+            // The targets were upgraded in what they carry, the agent, and got
+            // no server.
+            assert_eq!(
+                split_binaries_on_targets(&env).await,
+                ["app1", "app2", "app3", "canary1", "canary2"]
+                    .map(|h| format!("{h}: minideploy-split-agent={NEW}"))
+            );
+            production::rollback(
+                &env.repo,
+                config,
+                &RollbackOptions::default(),
+                &env.progress,
+            )
             .await
             .unwrap();
-        env.assert_versions(&canaries_new_apps_old()).await;
-        // Each binary's sha256 in the ledger, and the gate checks both.
-        let record = env.record();
-        assert_eq!(
-            record.debs.keys().collect::<Vec<_>>(),
-            ["split-agent", "split-server"]
-        );
-        match production::promote(&env.repo, config, &PromoteOptions::default(), &env.progress)
-            .await
-            .unwrap()
-        {
-            PromoteOutcome::Promoted { hosts, version, .. } => {
-                assert_eq!((hosts, version.as_str()), (3, NEW));
-            }
-            other => panic!("expected promoted, got {other:?}"),
-        }
-        let gate = env.record().last(StepKind::Gate).cloned().unwrap();
-        let artifact = gate.checks.iter().find(|c| c.name == "artifact").unwrap();
-        assert!(artifact.detail.contains("split-agent"), "{artifact:?}");
-        assert!(artifact.detail.contains("split-server"), "{artifact:?}");
-        // The targets were upgraded in what they carry, the agent, and got
-        // no server.
-        assert_eq!(
-            split_binaries_on_targets(&env).await,
-            ["app1", "app2", "app3", "canary1", "canary2"]
-                .map(|h| format!("{h}: split-agent={NEW}"))
-        );
-        production::rollback(
-            &env.repo,
-            config,
-            &RollbackOptions::default(),
-            &env.progress,
-        )
-        .await
-        .unwrap();
-        env.assert_versions(&all(PREVIOUS)).await;
-    })
+            env.assert_versions(&all(PREVIOUS)).await;
+        },
+    )
     .await;
 }
 
