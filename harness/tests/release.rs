@@ -223,6 +223,22 @@ async fn dry_run_releases_the_split_fixture_server_and_agent_together() {
     );
     let junit = std::fs::read_to_string(&outcome.junit).unwrap();
     assert!(junit.contains("failures=\"0\""), "{junit}");
+    // Both packages' modules measured on every host that ran them, and the
+    // lines changed since 1.4.0.2 exercised.
+    let measured = &json["coverage"];
+    assert_eq!(
+        measured["modules"],
+        serde_json::json!(["minisplit_agent", "minisplit_server"]),
+        "{measured}"
+    );
+    assert!(
+        measured["incomplete"].as_array().unwrap().is_empty(),
+        "{measured}"
+    );
+    let changed = &measured["changed"];
+    assert_eq!(changed["since"], "1.4.0.2", "{changed}");
+    assert!(changed["changed"].as_u64().unwrap() > 0, "{changed}");
+    assert_eq!(changed["exercised"], changed["changed"], "{changed}");
 
     assert_eq!(
         support::repo_state(&repo),
