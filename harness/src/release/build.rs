@@ -112,7 +112,8 @@ async fn dpkg_buildpackage(
 ) -> Result<BuildOutput> {
     let image = images::builder_image(docker, config, project, progress).await?;
     let source = crate::support::debian::source_package_name(project)?;
-    let container = format!("rh-build-{run_id}");
+    // Two builds of one run (the new release and the previous one) at once.
+    let container = format!("rh-build-{run_id}-{}", docker::new_run_id());
     let mut builder = Containers::new(docker, run_id);
     builder
         .start(&[ContainerSpec::idle(&container, image)], NO_READY_LINE)
@@ -322,7 +323,7 @@ async fn lintian_deb(
     progress: &dyn Fn(&str),
 ) -> Result<(Vec<String>, Vec<String>)> {
     let image = images::lintian_image(docker, config, progress).await?;
-    let container = format!("rh-lintian-{run_id}");
+    let container = format!("rh-lintian-{run_id}-{}", docker::new_run_id());
     let mut checker = Containers::new(docker, run_id);
     checker
         .start(&[ContainerSpec::idle(&container, image)], NO_READY_LINE)

@@ -93,8 +93,19 @@ pub struct Cleanup {
 impl Cleanup {
     pub async fn run(&mut self, docker: Option<&Docker>) {
         if let (Some(docker), Some(run)) = (docker, self.run_id.as_ref()) {
-            if let Err(e) = docker::remove_run(docker, run).await {
-                eprintln!("warning: removing the containers of run {run}: {e:#}");
+            // A container whose create call was in flight when the run was
+            // cut off appears after the first pass: look again until a pass
+            // finds nothing (at least twice, a few times at most).
+            for pass in 0..5 {
+                match docker::remove_run(docker, run).await {
+                    Ok(0) if pass > 0 => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("warning: removing the containers of run {run}: {e:#}");
+                        break;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
         }
         if let Some((repo, head, tag)) = self.release_commit.take() {
@@ -221,6 +232,7 @@ pub async fn release(
             &work,
             tag,
             &scratch.path().join("prev"),
+            &opts.run_id,
             progress,
         )
         .await?;
@@ -230,7 +242,15 @@ pub async fn release(
     };
     let reporter = progress.reporter();
     let (built, previous) = tokio::try_join!(
-        build::build(&docker, &config, &work.root, &artifacts, &reporter),
+        // Labelled with the run, so a cut-off run's clean-up finds them.
+        build::build_in_run(
+            &docker,
+            &config,
+            &work.root,
+            &artifacts,
+            &opts.run_id,
+            &reporter
+        ),
         previous_and_image
     )?;
     let built_at = crate::ledger::now();
@@ -436,6 +456,7 @@ async fn build_previous(
     repo: &Repo,
     tag: &str,
     scratch: &Path,
+    run_id: &str,
     progress: &Progress,
 ) -> Result<Debs> {
     let commit = repo.rev_parse(&format!("{tag}^{{commit}}"))?;
@@ -465,7 +486,7 @@ async fn build_previous(
         repo.archive(tag, &src)?;
         let out = scratch.join("out");
         std::fs::create_dir_all(&out)?;
-        let built = build::build(docker, config, &src, &out, &progress.reporter())
+        let built = build::build_in_run(docker, config, &src, &out, run_id, &progress.reporter())
             .await
             .with_context(|| format!("building the previous release {tag}"))?;
         std::fs::create_dir_all(&cache)?;
