@@ -62,9 +62,7 @@ impl Testbed {
             progress,
         )
         .await?;
-        let mut config = config.clone();
-        config.fleet.canaries = size.canaries;
-        config.fleet.apps = size.apps;
+        let mut config = size.of(config);
         config.rollout.command_prefix = vec![
             "docker".into(),
             "exec".into(),

@@ -76,6 +76,16 @@ pub struct Size {
     pub apps: usize,
 }
 
+impl Size {
+    /// `config` with this fleet size in place of release.toml's.
+    pub fn of(self, config: &Config) -> Config {
+        let mut config = config.clone();
+        config.fleet.canaries = self.canaries;
+        config.fleet.apps = self.apps;
+        config
+    }
+}
+
 /// What a fleet is started from and how it is named and kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {
@@ -120,9 +130,7 @@ impl Fleet {
             slot,
             keep,
         } = *launch;
-        let mut config = config.clone();
-        config.fleet.canaries = size.canaries;
-        config.fleet.apps = size.apps;
+        let config = size.of(config);
         let prefix = if slot.is_empty() {
             format!("rh-{run_id}")
         } else {
@@ -213,9 +221,7 @@ impl Fleet {
             slot,
             keep,
         } = *launch;
-        let mut config = config.clone();
-        config.fleet.canaries = size.canaries;
-        config.fleet.apps = size.apps;
+        let config = size.of(config);
         let network = format!("rh-{run_id}-{slot}");
         // Labelled kept when the fleets are: the images made from it carry
         // its labels, and a kept fleet needs its images.
