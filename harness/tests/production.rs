@@ -122,7 +122,7 @@ async fn start(fixture: &str, tool: RolloutTool, tune: impl FnOnce(&mut Config))
         previous: Some(PREVIOUS.into()),
         scenarios: Vec::new(),
         duration: std::time::Duration::from_secs(1),
-        coverage: None,
+        ..Default::default()
     };
     let facts = ReleaseFacts {
         tag: TAG.into(),

@@ -80,12 +80,45 @@ async fn dry_run_releases_the_fixture_and_leaves_the_repository_as_it_was() {
     let summary = std::fs::read_to_string(outcome.artifacts.join("verify.txt")).unwrap();
     // The scenarios' part; the coverage figures are checked below.
     let (scenarios, coverage) = summary.split_once("coverage of ").expect(&summary);
-    insta::assert_snapshot!("verify_summary_fixture", support::redact(scenarios));
+    // Each scenario's line ends with where its time went; checked below.
+    let scenarios = support::without_phases(scenarios);
+    insta::assert_snapshot!("verify_summary_fixture", support::redact(&scenarios));
     // minideploy's coverage was measured on the fleet, with the .deb shipped.
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(outcome.artifacts.join("verify.json")).unwrap(),
     )
     .unwrap();
+    // Where the time went: per step of the release, per phase of each
+    // scenario, in the summary and in the JSON.
+    let steps: Vec<&str> = outcome.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["fixture", "preflight", "bump", "build", "images", "verify"]
+    );
+    assert!(
+        outcome.time_line().contains(", verify "),
+        "{}",
+        outcome.time_line()
+    );
+    for scenario in json["scenarios"].as_array().unwrap() {
+        let phases: Vec<&str> = scenario["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for phase in ["fleet start", "install", "sync", "teardown"] {
+            assert!(phases.contains(&phase), "{scenario}");
+        }
+        let line = format!("{:<16}", scenario["name"].as_str().unwrap());
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.contains(&line) && l.contains("(fleet start ")),
+            "{summary}"
+        );
+    }
+    assert!(json["prepare"].as_f64().unwrap() > 0.0, "{json}");
     let measured = &json["coverage"];
     assert!(
         measured["total"]["covered"].as_u64().unwrap() > 0,
@@ -292,7 +325,10 @@ async fn a_regression_in_the_sync_fails_verify_and_stops_the_release() {
         .downcast_ref::<VerifyFailed>()
         .unwrap_or_else(|| panic!("expected a verify failure, got: {err:#}"));
     let summary = &failed.summary;
-    insta::assert_snapshot!("verify_summary_broken", support::redact(summary));
+    insta::assert_snapshot!(
+        "verify_summary_broken",
+        support::redact(&support::without_phases(summary))
+    );
     assert!(summary.contains("FAIL fresh-install"), "{summary}");
     assert!(
         summary.contains("deployed revision") || summary.contains("`current` link"),

@@ -90,6 +90,7 @@ pub async fn run(args: &ReleaseArgs, context: &Context) -> Result<()> {
         for deb in &outcome.debs {
             println!("  {} (sha256 {})", deb.path.display(), deb.sha256);
         }
+        println!("{}", outcome.time_line());
     }
     Ok(())
 }

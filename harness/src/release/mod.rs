@@ -23,7 +23,7 @@ use crate::release::preflight::Start;
 use crate::release::version::VersionRequest;
 use crate::support::debian::{self, BuiltDeb};
 use crate::support::git::Repo;
-use crate::support::progress::Progress;
+use crate::support::progress::{format_duration, Progress};
 use crate::support::{docker, images};
 use crate::verify::report::VerifyReport;
 use crate::verify::scenario::{self, Debs, VerifyInput};
@@ -62,6 +62,36 @@ pub struct ReleaseOutcome {
     pub junit: PathBuf,
     /// What the canary step runs (a dry run only prints it).
     pub canary_plan: Vec<String>,
+    /// Where the time went: every step in order (the scenarios' own phases
+    /// are in the verify report).
+    pub steps: Vec<StepTime>,
+    /// From the start of the command to the end of the release.
+    #[serde(serialize_with = "crate::support::progress::serialize_seconds")]
+    pub total: std::time::Duration,
+}
+
+/// How long one step of the release took.
+#[derive(Debug, serde::Serialize)]
+pub struct StepTime {
+    pub step: String,
+    #[serde(serialize_with = "crate::support::progress::serialize_seconds")]
+    pub duration: std::time::Duration,
+}
+
+impl ReleaseOutcome {
+    /// `time: 1m32s in all: fixture 0.1s, ..., verify 1m19s`.
+    pub fn time_line(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.step, format_duration(s.duration)))
+            .collect();
+        format!(
+            "time: {} in all: {}",
+            format_duration(self.total),
+            steps.join(", ")
+        )
+    }
 }
 
 /// Verify ran and failed: the release stopped before any production step.
@@ -359,6 +389,12 @@ pub async fn release(
     }
     // Released: nothing to undo any more.
     cleanup.lock().unwrap().release_commit = None;
+    progress.finish_step(true);
+    let steps = progress
+        .timeline()
+        .into_iter()
+        .map(|(step, duration)| StepTime { step, duration })
+        .collect();
 
     Ok(ReleaseOutcome {
         package: config.package_name().to_string(),
@@ -375,6 +411,8 @@ pub async fn release(
         report_digest: report.digest(),
         junit,
         canary_plan,
+        steps,
+        total: progress.elapsed(),
     })
 }
 

@@ -18,6 +18,8 @@ struct Inner {
     quiet: bool,
     started: Instant,
     step: Mutex<Option<(String, Instant, Option<ProgressBar>)>>,
+    /// Every ended step: its short name (before any `:`) and how long it took.
+    ended: Mutex<Vec<(String, Duration)>>,
 }
 
 impl Progress {
@@ -30,6 +32,7 @@ impl Progress {
                 quiet,
                 started: Instant::now(),
                 step: Mutex::new(None),
+                ended: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -42,6 +45,7 @@ impl Progress {
                 quiet: true,
                 started: Instant::now(),
                 step: Mutex::new(None),
+                ended: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -101,6 +105,12 @@ impl Progress {
         let Some((name, started, bar)) = self.inner.step.lock().unwrap().take() else {
             return;
         };
+        let short = name.split(':').next().unwrap_or(&name).trim().to_string();
+        self.inner
+            .ended
+            .lock()
+            .unwrap()
+            .push((short, started.elapsed()));
         let took = format_duration(started.elapsed());
         let verdict = if ok { "done" } else { "FAILED" };
         match bar {
@@ -112,6 +122,12 @@ impl Progress {
             }
             None => self.line(&format!("{name}: {verdict} in {took}")),
         }
+    }
+
+    /// Where the time went so far: every ended step, in order, with how
+    /// long it took (a step that ran twice is listed twice).
+    pub fn timeline(&self) -> Vec<(String, Duration)> {
+        self.inner.ended.lock().unwrap().clone()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -132,6 +148,11 @@ impl Progress {
     }
 }
 
+/// A duration in reports (`--json`, verify.json): seconds, to a tenth.
+pub fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
+}
+
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 60.0 {
@@ -139,5 +160,28 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         let m = (s / 60.0).floor();
         format!("{m:.0}m{:02.0}s", s - m * 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_lists_every_ended_step_by_its_short_name() {
+        let progress = Progress::silent();
+        progress.step("build");
+        progress.step("verify: 5 scenarios, up to 2 at once");
+        assert_eq!(progress.timeline().len(), 1, "verify has not ended yet");
+        progress.finish_step(false);
+        progress.finish_step(true);
+        let names: Vec<String> = progress.timeline().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["build", "verify"]);
+    }
+
+    #[test]
+    fn durations_read_as_seconds_then_minutes() {
+        assert_eq!(format_duration(Duration::from_millis(9_340)), "9.3s");
+        assert_eq!(format_duration(Duration::from_secs(92)), "1m32s");
     }
 }

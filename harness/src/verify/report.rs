@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::support::progress::format_duration;
+use crate::support::progress::{format_duration, serialize_seconds};
 use crate::verify::coverage::CoverageReport;
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,28 +32,47 @@ impl Failure {
 pub struct ScenarioResult {
     pub name: String,
     pub passed: bool,
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "serialize_seconds")]
     pub duration: Duration,
     pub failures: Vec<Failure>,
     /// The scenario could not run to its end (fleet start, an install, ...).
     pub error: Option<String>,
     pub log: Vec<String>,
+    /// Where its time went, in the order the phases first ran.
+    pub phases: Vec<Phase>,
 }
 
+/// Time a scenario spent in one kind of work (fleet start, install, sync,
+/// checks...), summed over the scenario.
 #[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    #[serde(serialize_with = "serialize_seconds")]
+    pub duration: Duration,
+}
+
+/// The phases as one line: `fleet start 2.1s, install 3.0s, ...`.
+pub fn phases_line(phases: &[Phase]) -> String {
+    phases
+        .iter()
+        .map(|p| format!("{} {}", p.name, format_duration(p.duration)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyReport {
     pub package: String,
     pub version: String,
     pub previous: Option<String>,
     pub scenarios: Vec<ScenarioResult>,
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "serialize_seconds")]
     pub duration: Duration,
+    /// Preparing the hosts every scenario's fleet starts from, once.
+    #[serde(serialize_with = "serialize_seconds")]
+    pub prepare: Duration,
     /// The tool's code executed on the fleet (None: not looked at).
     pub coverage: Option<CoverageReport>,
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
 }
 
 impl VerifyReport {
@@ -95,12 +114,23 @@ impl VerifyReport {
             self.scenarios.len(),
             format_duration(self.duration)
         );
+        if !self.prepare.is_zero() {
+            out.push_str(&format!(
+                "  hosts prepared once for every scenario in {}\n",
+                format_duration(self.prepare)
+            ));
+        }
         for s in &self.scenarios {
             out.push_str(&format!(
-                "  {} {:<16} {:>7}\n",
+                "  {} {:<16} {:>7}{}\n",
                 if s.passed { "PASS" } else { "FAIL" },
                 s.name,
-                format_duration(s.duration)
+                format_duration(s.duration),
+                if s.phases.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", phases_line(&s.phases))
+                }
             ));
             if let Some(e) = &s.error {
                 for line in e.lines() {
@@ -199,6 +229,20 @@ mod tests {
             failures: vec![],
             error: None,
             log: vec!["installed minideploy 0.2.0-1 on deploy1, canary1".into()],
+            phases: vec![
+                Phase {
+                    name: "fleet start".into(),
+                    duration: Duration::from_millis(2100),
+                },
+                Phase {
+                    name: "install".into(),
+                    duration: Duration::from_millis(3000),
+                },
+                Phase {
+                    name: "sync".into(),
+                    duration: Duration::from_millis(3200),
+                },
+            ],
         };
         let bad = ScenarioResult {
             name: "upgrade".into(),
@@ -212,6 +256,7 @@ mod tests {
             }],
             error: None,
             log: vec![],
+            phases: vec![],
         };
         let broken = ScenarioResult {
             name: "downgrade".into(),
@@ -220,6 +265,7 @@ mod tests {
             failures: vec![],
             error: Some("on host canary1: `apt-get install` exited with 100".into()),
             log: vec![],
+            phases: vec![],
         };
         VerifyReport {
             package: "minideploy".into(),
@@ -227,6 +273,7 @@ mod tests {
             previous: Some("0.1.0-1".into()),
             scenarios: vec![ok, bad, broken],
             duration: Duration::from_secs(21),
+            prepare: Duration::from_millis(6400),
             coverage: None,
         }
     }

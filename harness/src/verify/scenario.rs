@@ -19,7 +19,7 @@ use crate::support::progress::{format_duration, Progress};
 use crate::verify::coverage::{self, CoverageReport, Instrument, ScenarioCoverage};
 use crate::verify::custom;
 use crate::verify::fleet::{Fleet, Host, Launch, Size, Snapshot};
-use crate::verify::report::{Failure, ScenarioResult, VerifyReport};
+use crate::verify::report::{phases_line, Failure, Phase, ScenarioResult, VerifyReport};
 
 /// One version of the release: every binary .deb its source built, and
 /// their full Debian version.
@@ -201,9 +201,10 @@ pub async fn verify(
         prepare(docker, input.config, &launch, &debs, instrument, progress)
             .await
             .context("preparing the fleet's hosts")?;
+    let prepared_in = t.elapsed();
     progress.note(&format!(
         "hosts prepared once for every scenario in {}",
-        format_duration(t.elapsed())
+        format_duration(prepared_in)
     ));
     let up = tokio::sync::Semaphore::new(FLEETS_UP);
     let slots = tokio::sync::Semaphore::new(PARALLEL_SCENARIOS);
@@ -251,6 +252,7 @@ pub async fn verify(
         previous: input.previous.map(|d| d.version.clone()),
         scenarios: results,
         duration: started.elapsed(),
+        prepare: prepared_in,
         coverage: Some(measured),
     })
 }
@@ -352,13 +354,15 @@ async fn run_scenario(
     }
     .await;
     let error = outcome.err().map(|e| format!("{e:#}"));
-    // Where the time went, in the order the phases first ran.
-    let timings = s
+    let phases: Vec<Phase> = s
         .timings
         .iter()
-        .map(|(phase, d)| format!("{phase} {}", format_duration(*d)))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|(name, duration)| Phase {
+            name: name.to_string(),
+            duration: *duration,
+        })
+        .collect();
+    let timings = phases_line(&phases);
     s.log.push(format!("time: {timings}"));
     let result = ScenarioResult {
         name: kind.name().to_string(),
@@ -367,6 +371,7 @@ async fn run_scenario(
         failures: s.failures,
         error,
         log: s.log,
+        phases,
     };
     (result, timings, found)
 }
