@@ -15,6 +15,11 @@ pub struct BenchArgs {
     /// Skip the warm verify of the default suite.
     #[arg(long)]
     pub no_verify: bool,
+    /// First remove every release-harness image and time a dry run of the
+    /// built-in fixture from nothing (the cold first run); the images are
+    /// made again by it.
+    #[arg(long)]
+    pub cold: bool,
     /// Print the figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -28,6 +33,7 @@ pub async fn run(args: &BenchArgs, context: &Context) -> Result<()> {
             args.apps.clone()
         },
         verify: !args.no_verify,
+        cold: args.cold,
         json: args.json,
     };
     tracing::info!(apps = ?options.app_counts, verify = options.verify, "bench");

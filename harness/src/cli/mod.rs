@@ -130,7 +130,8 @@ pub enum Command {
     /// Remove containers and networks that killed runs left behind.
     Sweep(SweepArgs),
     /// Measure fleet start, install and deploy against plain `docker run`,
-    /// and a warm verify; prints figures and ratios, asserts nothing.
+    /// a warm verify, and with --cold a first run from no images; prints
+    /// figures and ratios, asserts nothing.
     Bench(BenchArgs),
 }
 
