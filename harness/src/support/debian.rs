@@ -349,6 +349,19 @@ pub fn declared_depends(control: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `declared_depends` of the project's debian/control; none without one
+/// (a `cargo deb` project's Depends are only known from its build).
+pub fn project_declared_depends(project: &Path) -> Result<Vec<String>> {
+    let control = project.join("debian/control");
+    match std::fs::read_to_string(&control) {
+        Ok(text) => {
+            declared_depends(&text).with_context(|| format!("reading {}", control.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", control.display())),
+    }
+}
+
 /// A package dpkg has installed, as its status file records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledPackage {
