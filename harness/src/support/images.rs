@@ -26,7 +26,7 @@ use crate::support::{debian, process};
 /// without mmdebstrap, which is brought only when an image must be made.
 /// 3: the fleet image is one mmdebstrap layer with its role's files (no
 /// `docker build` on a fleet-base), and every image carries the label of its
-/// installed packages.
+/// installed packages; dpkg leaves documentation out (`DPKG_PATH_EXCLUDES`).
 pub const FORMAT_VERSION: u32 = 3;
 
 /// Every image the harness makes is named `release-harness/<kind>`.
@@ -34,6 +34,19 @@ pub const REPOSITORY_PREFIX: &str = "release-harness";
 
 /// Imported images have no command; this keeps a container alive for `exec`.
 const BASE_CMD: &str = r#"CMD ["sleep", "infinity"]"#;
+
+/// What dpkg leaves out of every image's packages: documentation (the
+/// copyright files kept), manual and info pages, translations. Nothing of the
+/// harness reads them; leaving them out cuts a fifth of mmdebstrap's time and
+/// a quarter of the rootfs the engine imports. Only while the image is made:
+/// packages installed in its containers later (the released ones) are whole.
+const DPKG_PATH_EXCLUDES: &[&str] = &[
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+];
 
 /// The image label listing its installed packages (see `installed_label`).
 const INSTALLED_LABEL: &str = "release-harness.installed";
@@ -458,6 +471,7 @@ async fn run_mmdebstrap(
         .partition(|r| !r.contains(|c: char| " (|:".contains(c)));
     let log_path = rootfs.with_file_name("mmdebstrap.log");
     let mut args = vec!["--variant=apt".to_string()];
+    args.extend(DPKG_PATH_EXCLUDES.iter().map(|o| format!("--dpkgopt={o}")));
     if !plain.is_empty() {
         args.push(format!(
             "--include={}",
@@ -493,6 +507,8 @@ async fn run_mmdebstrap(
         }
         args.push(format!("--customize-hook={}", role.customize));
     }
+    // Where mmdebstrap wrote the --dpkgopt options.
+    args.push(r#"--customize-hook=rm -f "$1"/etc/dpkg/dpkg.cfg.d/99mmdebstrap"#.to_string());
     let status = work.join("dpkg-status");
     args.push(format!(
         "--customize-hook=cp \"$1\"/var/lib/dpkg/status {}",
