@@ -850,6 +850,27 @@ E: Unable to correct problems, you have held broken packages.";
             .await
             .unwrap();
         assert_eq!(image, again);
+        // Its label names what is installed: built Depends it meets keep it.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: rh-met\nVersion: 1.0\nArchitecture: all\nMaintainer: T <t@example.org>\n\
+             Depends: git, python3:any (>= 3.9), dropbear | openssh-server, rh-met-data\n\
+             Description: test\n Depends met by the fleet image\n",
+        )
+        .unwrap();
+        let deb = dir.path().join("rh-met_1.0_all.deb");
+        debian::build_deb(&root, &deb).unwrap();
+        let data = dir.path().join("rh-met-data_1.0_all.deb");
+        std::fs::copy(&deb, &data).unwrap();
+        let kept = fleet_image_satisfying(&docker, &config, &image, &[], &[&deb, &data], &say)
+            .await
+            .unwrap();
+        assert_eq!(kept, image);
+        let installed = installed_packages(&docker, &image).await.unwrap();
+        assert!(installed.iter().any(|p| p.name == "openssh-server"));
 
         use crate::support::docker::{ContainerSpec, Containers};
         let run_id = crate::support::docker::new_run_id();
