@@ -2,7 +2,7 @@
 # A fleet host: its own ssh host key, then sshd in the foreground as the
 # container's main process; with -e it logs "Server listening on" to the
 # container log, which the harness waits for. A container of the fleet image
-# has no key (the Dockerfile drops the one the package made, or every
+# has no key (the image is made without the one the package made, or every
 # container would share it) and makes one at its first start; a container of
 # a prepared fleet's snapshot keeps the key of the host it was made from, so
 # the deploy host's known hosts, made once, name it. Only an ed25519 key:

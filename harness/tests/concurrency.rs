@@ -8,21 +8,24 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use harness::config::Config;
 use harness::support::images;
 
-/// Set for the second process: the base to build the role image on.
-const CHILD_BASE: &str = "RELEASE_HARNESS_TEST_CONCURRENCY_BASE";
+/// Set for the second process: the package relation of the image to make.
+const CHILD_PACKAGE: &str = "RELEASE_HARNESS_TEST_CONCURRENCY_PACKAGE";
 
 /// The second process's line when it is about to build.
 const READY: &str = "ready to build";
 
-/// What a role image build said, one line each (`built in`, `up to date`).
-async fn build_role(docker: &bollard::Docker, base: &str, said: Arc<Mutex<Vec<String>>>) -> String {
+/// What making the image said, one line each (`built in`, `up to date`).
+async fn build_image(
+    docker: &bollard::Docker,
+    package: &str,
+    said: Arc<Mutex<Vec<String>>>,
+) -> String {
     let say = move |line: &str| said.lock().unwrap().push(line.to_string());
-    images::role_image(docker, "fleet", base, &say)
+    images::base_image(docker, "bookworm", &[package.to_string()], &say)
         .await
-        .expect("building the role image")
+        .expect("making the image")
 }
 
 #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
@@ -31,36 +34,19 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
     let Some(docker) = support::docker().await else {
         return;
     };
-    // Any image with a shell will do as the base; the fleet image of the
-    // default configuration is the one the other tests make anyway.
-    let config = Config::parse("", std::path::Path::new("release.toml")).unwrap();
-    let quiet = |_: &str| {};
-    let existing = images::fleet_image(&docker, &config, &["python3".to_string()], &quiet)
-        .await
-        .unwrap();
-    // A base of its own, so the role image on it is new to the engine.
+    // A small image of its own: a version every `hello` meets, naming the
+    // run, so its tag is new to the engine.
     let run_id = harness::support::docker::new_run_id();
-    let base_repo = "release-harness/test-concurrency-base";
-    let base = format!("{base_repo}:{run_id}");
-    docker
-        .tag_image(
-            &existing,
-            Some(bollard::query_parameters::TagImageOptions {
-                repo: Some(base_repo.to_string()),
-                tag: Some(run_id.clone()),
-            }),
-        )
-        .await
-        .unwrap();
+    let package = format!("hello (>= 0~{run_id})");
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "second_process_builds_the_role_image",
+            "second_process_makes_the_image",
             "--ignored",
             "--nocapture",
         ])
-        .env(CHILD_BASE, &base)
+        .env(CHILD_PACKAGE, &package)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,8 +65,8 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
     .unwrap();
     let said = Arc::new(Mutex::new(Vec::new()));
     let (a, b) = tokio::join!(
-        build_role(&docker, &base, said.clone()),
-        build_role(&docker, &base, said.clone())
+        build_image(&docker, &package, said.clone()),
+        build_image(&docker, &package, said.clone())
     );
     let (child, child_out) = tokio::task::spawn_blocking(move || {
         let mut rest = String::new();
@@ -109,7 +95,6 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
         }
     };
     let _ = remove(a.clone()).await;
-    let _ = remove(base.clone()).await;
     let _ = std::fs::remove_file(images::tag_lock_path(&a));
 
     assert!(
@@ -120,7 +105,7 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
     assert_eq!(a, b);
     let child_tag = child_out
         .lines()
-        .find_map(|l| l.strip_prefix("role image: "))
+        .find_map(|l| l.strip_prefix("image: "))
         .unwrap_or_else(|| panic!("the second process printed no tag:\n{child_out}"));
     assert_eq!(child_tag, a);
     let mut lines = said.lock().unwrap().clone();
@@ -143,18 +128,18 @@ async fn one_image_tag_built_at_once_by_two_tasks_and_a_second_process_is_built_
 /// nothing when run on its own.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the second process of one_image_tag_built_at_once_..."]
-async fn second_process_builds_the_role_image() {
-    let Ok(base) = std::env::var(CHILD_BASE) else {
+async fn second_process_makes_the_image() {
+    let Ok(package) = std::env::var(CHILD_PACKAGE) else {
         return;
     };
     let docker = harness::support::docker::connect().await.unwrap();
     println!("{READY}");
     let said = Arc::new(Mutex::new(Vec::new()));
-    let tag = build_role(&docker, &base, said.clone()).await;
+    let tag = build_image(&docker, &package, said.clone()).await;
     for line in said.lock().unwrap().iter() {
         println!("said: {line}");
     }
-    println!("role image: {tag}");
+    println!("image: {tag}");
 }
 
 /// Two dry runs of two projects on one engine at once: both pass, and neither

@@ -249,10 +249,22 @@ pub async fn release(
 
     let needs_previous = scenario::needs_previous(&config, &opts.scenarios)?;
     progress.step("build");
-    // The previous release, then the fleet image from its Depends, are made
-    // while the new .deb builds: a release rarely changes its Depends (when
-    // it does, the image is made again below, and a failure here shows there).
-    let previous_and_image = async {
+    // The fleet image is made while the packages build, from the Depends
+    // debian/control declares (the new release's and the previous one's); the
+    // "images" step checks it against the Depends of the built packages.
+    let mut declared = debian::project_declared_depends(&work.root)?;
+    if let Some(tag) = bumped.previous_tag.as_ref().filter(|_| needs_previous) {
+        // A previous release without debian/control adds nothing.
+        if let Ok(control) = work.show_file_at(tag, "debian/control") {
+            declared.extend(
+                debian::declared_depends(&control)
+                    .with_context(|| format!("reading debian/control of tag {tag}"))?,
+            );
+        }
+    }
+    declared.sort();
+    declared.dedup();
+    let previous = async {
         let Some(tag) = bumped.previous_tag.as_ref().filter(|_| needs_previous) else {
             return Ok(None);
         };
@@ -266,12 +278,10 @@ pub async fn release(
             progress,
         )
         .await?;
-        let depends = prev.depends()?;
-        let _ = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await;
         anyhow::Ok(Some(prev))
     };
     let reporter = progress.reporter();
-    let (built, previous) = tokio::try_join!(
+    let (built, previous, early_image) = tokio::try_join!(
         // Labelled with the run, so a cut-off run's clean-up finds them.
         build::build_in_run(
             &docker,
@@ -281,7 +291,8 @@ pub async fn release(
             &opts.run_id,
             &reporter
         ),
-        previous_and_image
+        previous,
+        images::fleet_image(&docker, &config, &declared, &reporter),
     )?;
     let built_at = crate::ledger::now();
     let new = Debs {
@@ -294,13 +305,21 @@ pub async fn release(
     }
 
     progress.step("images");
-    let mut depends = new.depends()?;
-    if let Some(p) = &previous {
-        depends.extend(p.depends()?);
-    }
-    depends.sort();
-    depends.dedup();
-    let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
+    let debs: Vec<&Path> = new
+        .paths
+        .iter()
+        .chain(previous.iter().flat_map(|p| &p.paths))
+        .map(PathBuf::as_path)
+        .collect();
+    let image = images::fleet_image_satisfying(
+        &docker,
+        &config,
+        &early_image,
+        &declared,
+        &debs,
+        &progress.reporter(),
+    )
+    .await?;
 
     let mut report = scenario::verify(
         &docker,

@@ -1,8 +1,9 @@
 //! What the harness knows of Debian packaging, in one place: debian/control
 //! (its source paragraph, the source package's name, Build-Depends),
 //! debian/changelog's reading (its top entry and its conventions), package
-//! relations (`a (>= 1) [amd64] <!nocheck> | b`) and architectures, and
-//! `dpkg-deb`: a .deb's fields and Depends, and building a .deb from a tree.
+//! relations (`a (>= 1) [amd64] <!nocheck> | b`), whether installed packages
+//! (a dpkg status file) satisfy them, and architectures, and `dpkg-deb`: a
+//! .deb's fields and Depends, and building a .deb from a tree.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -274,21 +275,186 @@ pub fn build_deb(root: &Path, deb: &Path) -> Result<()> {
 /// `a | b`, versions and arch qualifiers dropped): what an image needs so the
 /// package installs without a network.
 pub fn deb_depends(deb: &Path) -> Result<Vec<String>> {
-    // One field per line: `Depends: a, b` (continuations are indented).
-    let text = deb_fields(deb, &["Pre-Depends", "Depends"])?;
     let mut names = Vec::new();
-    for (_, value) in control_fields(&text) {
-        for relation in parse_relations(&value)
-            .with_context(|| format!("reading the Depends of {}", deb.display()))?
-        {
-            let alternatives: Vec<&str> = relation.iter().map(|a| a.name.as_str()).collect();
-            let joined = alternatives.join(" | ");
-            if !names.contains(&joined) {
-                names.push(joined);
-            }
+    for relation in deb_relations(deb)? {
+        let alternatives: Vec<&str> = relation.iter().map(|a| a.name.as_str()).collect();
+        let joined = alternatives.join(" | ");
+        if !names.contains(&joined) {
+            names.push(joined);
         }
     }
     Ok(names)
+}
+
+/// Pre-Depends and Depends of a .deb as relations, versions kept.
+pub fn deb_relations(deb: &Path) -> Result<Vec<Vec<Alternative>>> {
+    // One field per line: `Depends: a, b` (continuations are indented).
+    let text = deb_fields(deb, &["Pre-Depends", "Depends"])?;
+    let mut relations = Vec::new();
+    for (_, value) in control_fields(&text) {
+        relations.extend(
+            parse_relations(&value)
+                .with_context(|| format!("reading the Depends of {}", deb.display()))?,
+        );
+    }
+    Ok(relations)
+}
+
+/// Pre-Depends and Depends that debian/control declares for its binary
+/// packages, before any build: what the built .debs will at least depend on.
+/// Substitution variables (`${python3:Depends}`, `${misc:Depends}`) are only
+/// known after the build and are left out, as are relations on the source's
+/// own binaries (installed from the .debs themselves). Each relation as apt
+/// reads it, arch restrictions evaluated.
+pub fn declared_depends(control: &str) -> Result<Vec<String>> {
+    let arch = host_architecture();
+    let paragraphs: Vec<Vec<(String, String)>> = control
+        .split("\n\n")
+        .map(control_fields)
+        .filter(|fields| {
+            fields
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("Package"))
+        })
+        .collect();
+    let own: Vec<&str> = paragraphs
+        .iter()
+        .flatten()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Package"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (name, value) in paragraphs.iter().flatten() {
+        if !["depends", "pre-depends"].contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        let known: Vec<&str> = value.split(',').filter(|r| !r.contains("${")).collect();
+        for relation in
+            parse_relations(&known.join(",")).with_context(|| format!("field {name}"))?
+        {
+            if relation.iter().any(|a| own.contains(&a.name.as_str())) {
+                continue;
+            }
+            let applying: Vec<String> = relation
+                .iter()
+                .filter(|a| a.applies_to(&arch))
+                .map(|a| a.to_string())
+                .collect();
+            let joined = applying.join(" | ");
+            if !applying.is_empty() && !out.contains(&joined) {
+                out.push(joined);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `declared_depends` of the project's debian/control; none without one
+/// (a `cargo deb` project's Depends are only known from its build).
+pub fn project_declared_depends(project: &Path) -> Result<Vec<String>> {
+    let control = project.join("debian/control");
+    match std::fs::read_to_string(&control) {
+        Ok(text) => {
+            declared_depends(&text).with_context(|| format!("reading {}", control.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", control.display())),
+    }
+}
+
+/// A package dpkg has installed, as its status file records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
+    /// `Provides:` as written (`python3-foo (= 1.0), bar`).
+    pub provides: String,
+}
+
+/// The installed packages of a dpkg status file (`/var/lib/dpkg/status`).
+pub fn installed_packages(status: &str) -> Vec<InstalledPackage> {
+    status
+        .split("\n\n")
+        .map(control_fields)
+        .filter_map(|fields| {
+            let field = |key: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v.clone())
+            };
+            let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
+            installed.then(|| InstalledPackage {
+                name: field("Package").unwrap_or_default(),
+                version: field("Version").unwrap_or_default(),
+                provides: field("Provides").unwrap_or_default(),
+            })
+        })
+        .filter(|p| !p.name.is_empty())
+        .collect()
+}
+
+/// The relations of `relations` that no package of `installed` satisfies, as
+/// dpkg judges them: an alternative is met by an installed package of its
+/// name whose version fits, or by a Provides of its name (a versioned
+/// relation only by a versioned Provides that fits).
+pub fn unmet_relations(
+    installed: &[InstalledPackage],
+    relations: &[Vec<Alternative>],
+) -> Vec<String> {
+    let mut provided: Vec<(String, Option<String>)> = Vec::new();
+    for package in installed {
+        for relation in parse_relations(&package.provides).unwrap_or_default() {
+            for p in relation {
+                provided.push((p.name, p.version.map(|(_, v)| v)));
+            }
+        }
+    }
+    let fits = |version: &str, constraint: &Option<(String, String)>| -> bool {
+        let Some((op, wanted)) = constraint else {
+            return true;
+        };
+        let (Ok(have), Ok(wanted)) = (
+            version.parse::<debversion::Version>(),
+            wanted.parse::<debversion::Version>(),
+        ) else {
+            return false;
+        };
+        let order = have.cmp(&wanted);
+        match op.as_str() {
+            "<<" => order.is_lt(),
+            "<=" => order.is_le(),
+            "=" => order.is_eq(),
+            ">=" => order.is_ge(),
+            _ => order.is_gt(),
+        }
+    };
+    let met = |a: &Alternative| {
+        installed
+            .iter()
+            .any(|p| p.name == a.name && fits(&p.version, &a.version))
+            || provided.iter().any(|(name, version)| {
+                *name == a.name
+                    && match version {
+                        Some(v) => fits(v, &a.version),
+                        None => a.version.is_none(),
+                    }
+            })
+    };
+    let mut unmet = Vec::new();
+    for relation in relations {
+        if !relation.iter().any(met) {
+            let shown = relation
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            if !unmet.contains(&shown) {
+                unmet.push(shown);
+            }
+        }
+    }
+    unmet
 }
 
 /// Build-Depends, Build-Depends-Arch and Build-Depends-Indep of a
@@ -610,6 +776,80 @@ Depends: ${misc:Depends}, not-a-build-dep
         assert!(a.applies_to("amd64"));
         assert_eq!(rels[1][0].arch_qualifier.as_deref(), Some("any"));
         assert_eq!(rels[1][0].to_string(), "b:any");
+    }
+
+    #[test]
+    fn declared_depends_leave_out_substvars_and_own_binaries() {
+        let control = "\
+Source: split
+Build-Depends: debhelper-compat (= 13), not-a-runtime-dep
+
+Package: split-server
+Depends: ${python3:Depends}, ${misc:Depends}, openssh-client,
+ python3 (>= 3.9) | python3-minimal, split-agent (= ${binary:Version})
+Pre-Depends: dpkg (>= 1.19)
+
+Package: split-agent
+Depends: ${misc:Depends}, openssh-client, only-elsewhere [!amd64 !arm64 !i386 !armhf !ppc64el !s390x !riscv64 !mips64el !armel]
+";
+        assert_eq!(
+            declared_depends(control).unwrap(),
+            vec![
+                "openssh-client",
+                "python3 (>= 3.9) | python3-minimal",
+                "dpkg (>= 1.19)"
+            ]
+        );
+        assert_eq!(
+            declared_depends("Source: x\n\nPackage: x\n").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn unmet_relations_judge_alternatives_versions_and_provides() {
+        let status = "\
+Package: python3
+Status: install ok installed
+Version: 3.11.2-1+b1
+Provides: python3-profiler
+
+Package: git
+Status: install ok installed
+Version: 1:2.39.5-0+deb12u2
+
+Package: removed-one
+Status: deinstall ok config-files
+Version: 1.0
+
+Package: python3-apt
+Status: install ok installed
+Version: 2.6.0
+Provides: python3.11-apt, python3-apt-api (= 3.0)
+";
+        let installed = installed_packages(status);
+        assert_eq!(
+            installed
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["python3", "git", "python3-apt"]
+        );
+        let unmet = |field: &str| unmet_relations(&installed, &parse_relations(field).unwrap());
+        // Plain names, versions with an epoch, alternatives.
+        assert!(unmet("python3, git (>= 1:2.30), git (<< 1:3)").is_empty());
+        assert!(unmet("python3:any (>= 3.9~), no-such | git").is_empty());
+        // Provides: unversioned, and versioned only by a versioned Provides.
+        assert!(unmet("python3-profiler, python3.11-apt, python3-apt-api (>= 2)").is_empty());
+        assert_eq!(
+            unmet("python3-profiler (>= 1), python3-apt-api (>> 3.0)"),
+            vec!["python3-profiler (>= 1)", "python3-apt-api (>> 3.0)"]
+        );
+        // Too old, too new, absent, and removed (config files only).
+        assert_eq!(
+            unmet("python3 (>= 3.12), git (= 2.39.5-0+deb12u2), rsync | removed-one, python3-apt (<= 2.6.0)"),
+            vec!["python3 (>= 3.12)", "git (= 2.39.5-0+deb12u2)", "rsync | removed-one"]
+        );
     }
 
     #[test]

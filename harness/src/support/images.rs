@@ -1,11 +1,14 @@
 //! The images every container of the harness runs. Nothing can be pulled, so
-//! each one is made here: a base image (`mmdebstrap` on the host, imported into
-//! the engine) and role layers (`containers/<role>/`, built FROM a base). Every
-//! tag is a hash of what went into the image, so a warm run builds nothing.
-//! The packages asked for are Debian package relations, read by
-//! `support::debian`.
+//! each one is made here, in one layer: `mmdebstrap` on the host makes the
+//! rootfs (packages, then a role's files of `containers/<role>/`), imported
+//! into the engine with the role's command. Every tag is a hash of what went
+//! into the image, so a warm run builds nothing. Each image records the
+//! packages installed in it (a label), so a caller can check relations
+//! against it without starting a container. The packages asked for are Debian
+//! package relations, read by `support::debian`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -21,13 +24,32 @@ use crate::support::{debian, process};
 /// Bumped when the way images are made changes, so old tags are not reused.
 /// 2: the tag no longer hashes the version of mmdebstrap, so it is known
 /// without mmdebstrap, which is brought only when an image must be made.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: the fleet image is one mmdebstrap layer with its role's files (no
+/// `docker build` on a fleet-base), and every image carries the label of its
+/// installed packages; dpkg leaves documentation out (`DPKG_PATH_EXCLUDES`).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Every image the harness makes is named `release-harness/<kind>`.
 pub const REPOSITORY_PREFIX: &str = "release-harness";
 
 /// Imported images have no command; this keeps a container alive for `exec`.
 const BASE_CMD: &str = r#"CMD ["sleep", "infinity"]"#;
+
+/// What dpkg leaves out of every image's packages: documentation (the
+/// copyright files kept), manual and info pages, translations. Nothing of the
+/// harness reads them; leaving them out cuts a fifth of mmdebstrap's time and
+/// a quarter of the rootfs the engine imports. Only while the image is made:
+/// packages installed in its containers later (the released ones) are whole.
+const DPKG_PATH_EXCLUDES: &[&str] = &[
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+];
+
+/// The image label listing its installed packages (see `installed_label`).
+const INSTALLED_LABEL: &str = "release-harness.installed";
 
 /// Packages the builder needs beside the project's Build-Depends.
 pub const BUILDER_PACKAGES: &[&str] = &["build-essential", "dpkg-dev", "fakeroot", "lintian"];
@@ -51,29 +73,53 @@ pub const FLEET_PACKAGES: &[&str] = &[
     "sudo",
 ];
 
-/// The role layers, compiled in so the packaged binary needs no source tree.
-/// Each file: (path in the build context, content, mode).
-type RoleFile = (&'static str, &'static [u8], u32);
-const ROLES: &[(&str, &[RoleFile])] = &[(
-    "fleet",
-    &[
-        (
-            "Dockerfile",
-            include_bytes!("../../../containers/fleet/Dockerfile"),
-            0o644,
-        ),
-        (
-            "entrypoint.sh",
-            include_bytes!("../../../containers/fleet/entrypoint.sh"),
-            0o755,
-        ),
-        (
-            "sshd.conf",
-            include_bytes!("../../../containers/fleet/sshd.conf"),
-            0o644,
-        ),
+/// One file of a role: its name in `containers/<dir>/` (compiled in, so the
+/// packaged binary needs no source tree), where it goes in the image, and
+/// its mode there.
+struct RoleFile {
+    name: &'static str,
+    content: &'static [u8],
+    path: &'static str,
+    mode: u32,
+}
+
+/// What an image of a role adds to its packages, in the same layer.
+struct Role {
+    dir: &'static str,
+    files: &'static [RoleFile],
+    /// Shell run on the finished rootfs (`$1`) after the files are placed.
+    customize: &'static str,
+    /// The image's config, as `docker import --change` takes it.
+    changes: &'static [&'static str],
+}
+
+/// sshd in the foreground, with the harness's sshd settings.
+const FLEET_ROLE: Role = Role {
+    dir: "fleet",
+    files: &[
+        RoleFile {
+            name: "entrypoint.sh",
+            content: include_bytes!("../../../containers/fleet/entrypoint.sh"),
+            path: "/usr/local/sbin/fleet-entrypoint",
+            mode: 0o755,
+        },
+        RoleFile {
+            name: "sshd.conf",
+            content: include_bytes!("../../../containers/fleet/sshd.conf"),
+            path: "/etc/ssh/sshd_config.d/release-harness.conf",
+            mode: 0o644,
+        },
     ],
-)];
+    // The host keys openssh-server's install made would be shared by every
+    // container of this image: drop them; the entrypoint makes new ones at
+    // start.
+    customize: r#"rm -f "$1"/etc/ssh/ssh_host_*"#,
+    changes: &["EXPOSE 22", r#"CMD ["/usr/local/sbin/fleet-entrypoint"]"#],
+};
+
+/// Every role, for the check against `containers/`.
+#[cfg(test)]
+const ROLES: &[&Role] = &[&FLEET_ROLE];
 
 /// Packages asked for, with where they came from (for errors: "Build-Depends
 /// of debian/control", "fleet.extra_packages in release.toml", ...). Each entry
@@ -101,27 +147,39 @@ pub async fn base_image(
     progress: &dyn Fn(&str),
 ) -> Result<String> {
     let sets = [PackageSet::new("the requested packages", packages)];
-    base_image_of(docker, "base", suite, &sets, progress).await
+    image_of(docker, "base", suite, &sets, None, progress).await
 }
 
-/// `mmdebstrap --variant=apt` of `suite` with the packages of `sets`, imported
-/// as `release-harness/<kind>:<hash>`. Returns at once when that tag exists.
-pub async fn base_image_of(
+/// `mmdebstrap --variant=apt` of `suite` with the packages of `sets` and
+/// `role`'s files, imported as `release-harness/<kind>:<hash>` with the
+/// role's command (without a role, one that idles). Returns at once when that
+/// tag exists.
+async fn image_of(
     docker: &Docker,
     kind: &str,
     suite: &str,
     sets: &[PackageSet],
+    role: Option<&Role>,
     progress: &dyn Fn(&str),
 ) -> Result<String> {
     let relations = checked_relations(sets)?;
     // What goes into the image, not the tool that made it: a host without
     // mmdebstrap finds the images another host made on the engine.
-    let mut recipe = format!("format {FORMAT_VERSION}\nsuite {suite}\n");
+    let mut recipe = format!("format {FORMAT_VERSION}\nsuite {suite}\n").into_bytes();
     for r in &relations {
-        recipe.push_str(r);
-        recipe.push('\n');
+        recipe.extend_from_slice(r.as_bytes());
+        recipe.push(b'\n');
     }
-    let tag = format!("{REPOSITORY_PREFIX}/{kind}:{}", hash16(recipe.as_bytes()));
+    if let Some(role) = role {
+        for file in role.files {
+            let line = format!("{} {:o} {}\n", file.path, file.mode, file.content.len());
+            recipe.extend_from_slice(line.as_bytes());
+            recipe.extend_from_slice(file.content);
+        }
+        let line = format!("{}\n{}\n", role.customize, role.changes.join("\n"));
+        recipe.extend_from_slice(line.as_bytes());
+    }
+    let tag = format!("{REPOSITORY_PREFIX}/{kind}:{}", hash16(&recipe));
 
     let _held = hold_tag(&tag).await?;
     if image_exists(docker, &tag).await? {
@@ -131,102 +189,31 @@ pub async fn base_image_of(
     crate::support::host::ensure_for_images(progress)?;
     let mmdebstrap = mmdebstrap_version().await?;
     let started = Instant::now();
+    let role_files = role
+        .map(|r| format!(" and containers/{}/", r.dir))
+        .unwrap_or_default();
     progress(&format!(
-        "image {tag}: {mmdebstrap} {suite} with {} packages",
+        "image {tag}: {mmdebstrap} {suite} with {} packages{role_files}",
         relations.len()
     ));
     let dir = tempfile::tempdir().context("making a temporary directory for mmdebstrap")?;
     let rootfs = dir.path().join("rootfs.tar");
-    run_mmdebstrap(suite, &relations, &rootfs, sets, &tag).await?;
+    let status = run_mmdebstrap(suite, &relations, &rootfs, sets, role, &tag).await?;
     let built = started.elapsed();
-    import_rootfs(docker, &rootfs, &tag).await?;
+    let mut changes: Vec<String> = match role {
+        Some(role) => role.changes.iter().map(|c| c.to_string()).collect(),
+        None => vec![BASE_CMD.to_string()],
+    };
+    changes.push(format!(
+        "LABEL {INSTALLED_LABEL}=\"{}\"",
+        installed_label(&debian::installed_packages(&status))
+    ));
+    import_rootfs(docker, &rootfs, &tag, changes).await?;
     progress(&format!(
         "image {tag}: built in {:.1}s (mmdebstrap {:.1}s, import {:.1}s)",
         started.elapsed().as_secs_f64(),
         built.as_secs_f64(),
         (started.elapsed() - built).as_secs_f64()
-    ));
-    Ok(tag)
-}
-
-/// A role layer: `containers/<dir>/` built FROM `base` (passed as the build
-/// argument `BASE`), tagged `release-harness/<dir>:<hash of the files + base>`.
-pub async fn role_image(
-    docker: &Docker,
-    dir: &str,
-    base: &str,
-    progress: &dyn Fn(&str),
-) -> Result<String> {
-    let files = ROLES
-        .iter()
-        .find(|(name, _)| *name == dir)
-        .map(|(_, files)| *files)
-        .with_context(|| {
-            format!(
-                "no role image definition containers/{dir}/ (known: {})",
-                ROLES.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
-            )
-        })?;
-    let mut recipe = Sha256::new();
-    recipe.update(format!("format {FORMAT_VERSION}\nbase {base}\n"));
-    for (path, content, mode) in files {
-        recipe.update(format!("{path} {mode:o} {}\n", content.len()));
-        recipe.update(content);
-    }
-    let tag = format!(
-        "{REPOSITORY_PREFIX}/{dir}:{}",
-        &hex::encode(recipe.finalize())[..16]
-    );
-
-    let _held = hold_tag(&tag).await?;
-    if image_exists(docker, &tag).await? {
-        progress(&format!("image {tag}: up to date"));
-        return Ok(tag);
-    }
-    if !image_exists(docker, base).await? {
-        bail!("building {tag}: its base image {base} does not exist; build the base first");
-    }
-    let started = Instant::now();
-    progress(&format!(
-        "image {tag}: building containers/{dir}/ on {base}"
-    ));
-    let context = crate::support::docker::tar_of(files.iter().map(|(p, c, m)| (*p, *c, *m)))?;
-    let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&tag)
-        .buildargs(&HashMap::from([("BASE".to_string(), base.to_string())]))
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut log = String::new();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut failure = None;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(s) = info.stream {
-                    log.push_str(&s);
-                }
-                if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                    failure = Some(message);
-                }
-            }
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    if let Some(message) = failure {
-        bail!(
-            "building image {tag} from containers/{dir}/Dockerfile failed: {message}\n  \
-             build output (last lines):\n{}",
-            indent(&tail(&log, 20))
-        );
-    }
-    progress(&format!(
-        "image {tag}: built in {:.1}s",
-        started.elapsed().as_secs_f64()
     ));
     Ok(tag)
 }
@@ -263,7 +250,15 @@ pub async fn builder_image(
             &config.build.extra_packages,
         ),
     ];
-    base_image_of(docker, "builder", &config.build.suite, &sets, progress).await
+    image_of(
+        docker,
+        "builder",
+        &config.build.suite,
+        &sets,
+        None,
+        progress,
+    )
+    .await
 }
 
 /// A base with lintian only, to check packages not built in the builder.
@@ -273,13 +268,22 @@ pub async fn lintian_image(
     progress: &dyn Fn(&str),
 ) -> Result<String> {
     let sets = [PackageSet::new("the lintian checker", &["lintian"])];
-    base_image_of(docker, "lintian", &config.build.suite, &sets, progress).await
+    image_of(
+        docker,
+        "lintian",
+        &config.build.suite,
+        &sets,
+        None,
+        progress,
+    )
+    .await
 }
 
 /// The one image of every fleet role: sshd, git, python3, cumin, an apt
-/// repository's tools, the built package's Depends (`runtime_depends`, see
-/// `debian::deb_depends`) and `fleet.extra_packages`; its command regenerates the
-/// ssh host keys and runs sshd in the foreground.
+/// repository's tools, the package's Depends (`runtime_depends`: those
+/// debian/control declares, see `debian::declared_depends`, or those of the
+/// built .debs, see `debian::deb_depends`) and `fleet.extra_packages`; its
+/// command makes an ssh host key and runs sshd in the foreground.
 pub async fn fleet_image(
     docker: &Docker,
     config: &Config,
@@ -289,7 +293,7 @@ pub async fn fleet_image(
     let sets = [
         PackageSet::new("the fleet's own tools", FLEET_PACKAGES),
         PackageSet::new(
-            format!("the Depends of the built {}", config.package_name()),
+            format!("the Depends of {}", config.package_name()),
             runtime_depends,
         ),
         PackageSet::new(
@@ -297,8 +301,114 @@ pub async fn fleet_image(
             &config.fleet.extra_packages,
         ),
     ];
-    let base = base_image_of(docker, "fleet-base", &config.build.suite, &sets, progress).await?;
-    role_image(docker, "fleet", &base, progress).await
+    image_of(
+        docker,
+        "fleet",
+        &config.build.suite,
+        &sets,
+        Some(&FLEET_ROLE),
+        progress,
+    )
+    .await
+}
+
+/// `image`, the fleet image `fleet_image` made from `declared` (the Depends
+/// debian/control declares) before the build, when its packages satisfy the
+/// Depends of the built `debs`; otherwise, said in one progress line, the
+/// fleet image with those Depends added.
+pub async fn fleet_image_satisfying(
+    docker: &Docker,
+    config: &Config,
+    image: &str,
+    declared: &[String],
+    debs: &[&Path],
+    progress: &dyn Fn(&str),
+) -> Result<String> {
+    // The release's own binaries come from the .debs, not the image.
+    let own: Vec<&str> = debs
+        .iter()
+        .filter_map(|d| d.file_name()?.to_str())
+        .filter_map(debian::package_of_deb_file)
+        .collect();
+    let mut relations = Vec::new();
+    let mut depends = declared.to_vec();
+    for deb in debs {
+        relations.extend(
+            debian::deb_relations(deb)?
+                .into_iter()
+                .filter(|r| !r.iter().any(|a| own.contains(&a.name.as_str()))),
+        );
+        depends.extend(
+            debian::deb_depends(deb)?
+                .into_iter()
+                .filter(|r| !r.split(" | ").any(|name| own.contains(&name))),
+        );
+    }
+    let unmet = debian::unmet_relations(&installed_packages(docker, image).await?, &relations);
+    if unmet.is_empty() {
+        return Ok(image.to_string());
+    }
+    progress(&format!(
+        "image {image} lacks {} (Depends of the built packages, unknown before the build): \
+         making a fleet image with them",
+        unmet.join(", ")
+    ));
+    depends.sort();
+    depends.dedup();
+    fleet_image(docker, config, &depends, progress).await
+}
+
+/// The packages installed in `image` (made here: its label records them).
+pub async fn installed_packages(
+    docker: &Docker,
+    image: &str,
+) -> Result<Vec<debian::InstalledPackage>> {
+    let inspected = docker
+        .inspect_image(image)
+        .await
+        .with_context(|| format!("looking up image {image}"))?;
+    let label = inspected
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|labels| labels.get(INSTALLED_LABEL).cloned())
+        .with_context(|| {
+            format!(
+                "image {image} has no label {INSTALLED_LABEL}: it was not made by this \
+                 harness; remove it (docker rmi {image}) and it is made again"
+            )
+        })?;
+    Ok(parse_installed_label(&label))
+}
+
+/// `name=version[=provides]` of each package, `;` between them: what a
+/// Dockerfile label holds between double quotes (no quote or backslash
+/// appears in a Debian name, version or Provides).
+fn installed_label(packages: &[debian::InstalledPackage]) -> String {
+    let mut label = String::new();
+    for p in packages {
+        if !label.is_empty() {
+            label.push(';');
+        }
+        let _ = write!(label, "{}={}", p.name, p.version);
+        if !p.provides.is_empty() {
+            let _ = write!(label, "={}", p.provides);
+        }
+    }
+    label
+}
+
+fn parse_installed_label(label: &str) -> Vec<debian::InstalledPackage> {
+    label
+        .split(';')
+        .filter_map(|entry| {
+            let mut parts = entry.splitn(3, '=');
+            Some(debian::InstalledPackage {
+                name: parts.next()?.to_string(),
+                version: parts.next()?.to_string(),
+                provides: parts.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Every package of `sets`, checked, deduplicated and sorted (the order
@@ -347,18 +457,21 @@ fn not_found(e: &anyhow::Error) -> bool {
 
 /// Plain names go to `--include`; relations with versions or alternatives
 /// are not accepted there, so apt-get satisfy installs them in the chroot.
+/// Then `role`'s files and commands. Returns the rootfs's dpkg status file.
 async fn run_mmdebstrap(
     suite: &str,
     relations: &[String],
     rootfs: &Path,
     sets: &[PackageSet],
+    role: Option<&Role>,
     tag: &str,
-) -> Result<()> {
+) -> Result<String> {
     let (plain, complex): (Vec<&String>, Vec<&String>) = relations
         .iter()
         .partition(|r| !r.contains(|c: char| " (|:".contains(c)));
     let log_path = rootfs.with_file_name("mmdebstrap.log");
     let mut args = vec!["--variant=apt".to_string()];
+    args.extend(DPKG_PATH_EXCLUDES.iter().map(|o| format!("--dpkgopt={o}")));
     if !plain.is_empty() {
         args.push(format!(
             "--include={}",
@@ -379,6 +492,28 @@ async fn run_mmdebstrap(
             "--customize-hook=chroot \"$1\" apt-get satisfy --yes --no-install-recommends '{joined}'"
         ));
     }
+    let work = rootfs.parent().unwrap_or(Path::new("."));
+    if let Some(role) = role {
+        for file in role.files {
+            let local = work.join(file.name);
+            std::fs::write(&local, file.content)
+                .with_context(|| format!("writing {}", local.display()))?;
+            args.push(format!(
+                "--customize-hook=install -D -m {:o} {} \"$1\"{}",
+                file.mode,
+                quoted(&local)?,
+                file.path
+            ));
+        }
+        args.push(format!("--customize-hook={}", role.customize));
+    }
+    // Where mmdebstrap wrote the --dpkgopt options.
+    args.push(r#"--customize-hook=rm -f "$1"/etc/dpkg/dpkg.cfg.d/99mmdebstrap"#.to_string());
+    let status = work.join("dpkg-status");
+    args.push(format!(
+        "--customize-hook=cp \"$1\"/var/lib/dpkg/status {}",
+        quoted(&status)?
+    ));
     args.push(suite.to_string());
     args.push(rootfs.display().to_string());
     // Its whole output (mostly stderr) goes to a log: the error below reads
@@ -389,10 +524,15 @@ async fn run_mmdebstrap(
         .context("running mmdebstrap")?;
     std::fs::write(&log_path, &output.stdout)
         .with_context(|| format!("writing {}", log_path.display()))?;
-    let status = output.status;
-    if status.success() {
-        return Ok(());
+    if output.status.success() {
+        return std::fs::read_to_string(&status).with_context(|| {
+            format!(
+                "reading the dpkg status mmdebstrap left in {}",
+                status.display()
+            )
+        });
     }
+    let status = output.status;
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let missing = uninstallable_packages(&output);
     let tail = indent(&tail(&output, 15));
@@ -420,6 +560,16 @@ async fn run_mmdebstrap(
          (apt-cache policy NAME)\n  mmdebstrap's last lines:\n{tail}",
         named.join(", ")
     )
+}
+
+/// `path` quoted for a hook's shell.
+fn quoted(path: &Path) -> Result<String> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+    Ok(shlex::try_quote(text)
+        .with_context(|| format!("{} cannot be quoted for a shell", path.display()))?
+        .into_owned())
 }
 
 /// Whether a package string (name or relation) names package `name`.
@@ -467,8 +617,14 @@ pub fn uninstallable_packages(apt_output: &str) -> Vec<String> {
     }
 }
 
-/// Streams the rootfs tar into the engine (`docker import`), with a command.
-async fn import_rootfs(docker: &Docker, rootfs: &Path, tag: &str) -> Result<()> {
+/// Streams the rootfs tar into the engine (`docker import`), with `changes`
+/// (Dockerfile instructions: its command, labels).
+async fn import_rootfs(
+    docker: &Docker,
+    rootfs: &Path,
+    tag: &str,
+    changes: Vec<String>,
+) -> Result<()> {
     let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
     let file = tokio::fs::File::open(rootfs)
         .await
@@ -489,7 +645,7 @@ async fn import_rootfs(docker: &Docker, rootfs: &Path, tag: &str) -> Result<()> 
         .from_src("-")
         .repo(repo)
         .tag(version)
-        .changes(vec![BASE_CMD.to_string()])
+        .changes(changes)
         .build();
     let mut stream =
         docker.create_image(Some(options), Some(bollard::body_try_stream(chunks)), None);
@@ -647,22 +803,38 @@ E: Unable to correct problems, you have held broken packages.";
     #[test]
     fn role_definitions_match_the_containers_directory() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../containers");
-        for (dir, files) in ROLES {
-            let mut on_disk: Vec<String> = std::fs::read_dir(root.join(dir))
+        for role in ROLES {
+            let mut on_disk: Vec<String> = std::fs::read_dir(root.join(role.dir))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
             on_disk.sort();
-            let mut listed: Vec<String> = files.iter().map(|f| f.0.to_string()).collect();
+            let mut listed: Vec<String> = role.files.iter().map(|f| f.name.to_string()).collect();
             listed.sort();
-            assert_eq!(on_disk, listed, "containers/{dir}/ and ROLES differ");
-            let dockerfile = std::str::from_utf8(files[0].1).unwrap();
-            assert!(
-                dockerfile.starts_with("ARG BASE\nFROM ${BASE}"),
-                "{dockerfile}"
+            assert_eq!(
+                on_disk, listed,
+                "containers/{}/ and its Role differ",
+                role.dir
             );
+            for file in role.files {
+                assert!(file.path.starts_with('/'), "{}", file.path);
+            }
         }
     }
+
+    #[test]
+    fn the_installed_label_reads_back() {
+        let packages = debian::installed_packages(
+            "Package: python3\nStatus: install ok installed\nVersion: 3.11.2-1+b1\n\
+             Provides: python3-profiler, python3-api (= 3.11)\n\n\
+             Package: git\nStatus: install ok installed\nVersion: 1:2.39.5-0+deb12u2\n",
+        );
+        assert_eq!(packages.len(), 2);
+        let label = installed_label(&packages);
+        assert!(!label.contains(['"', '\\', '\n']), "{label}");
+        assert_eq!(parse_installed_label(&label), packages);
+    }
+
     #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]
     #[tokio::test]
     async fn fleet_image_runs_sshd_with_host_keys_of_its_own() {
@@ -678,6 +850,27 @@ E: Unable to correct problems, you have held broken packages.";
             .await
             .unwrap();
         assert_eq!(image, again);
+        // Its label names what is installed: built Depends it meets keep it.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: rh-met\nVersion: 1.0\nArchitecture: all\nMaintainer: T <t@example.org>\n\
+             Depends: git, python3:any (>= 3.9), dropbear | openssh-server, rh-met-data\n\
+             Description: test\n Depends met by the fleet image\n",
+        )
+        .unwrap();
+        let deb = dir.path().join("rh-met_1.0_all.deb");
+        debian::build_deb(&root, &deb).unwrap();
+        let data = dir.path().join("rh-met-data_1.0_all.deb");
+        std::fs::copy(&deb, &data).unwrap();
+        let kept = fleet_image_satisfying(&docker, &config, &image, &[], &[&deb, &data], &say)
+            .await
+            .unwrap();
+        assert_eq!(kept, image);
+        let installed = installed_packages(&docker, &image).await.unwrap();
+        assert!(installed.iter().any(|p| p.name == "openssh-server"));
 
         use crate::support::docker::{ContainerSpec, Containers};
         let run_id = crate::support::docker::new_run_id();

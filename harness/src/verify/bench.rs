@@ -118,8 +118,19 @@ pub async fn run(opts: &BenchOptions, progress: &Progress) -> Result<()> {
         paths: built.paths(),
         version: crate::support::debian::deb_field(&built.debs[0].path, "Version")?,
     };
-    let depends = deb.depends()?;
-    let image = images::fleet_image(&docker, &config, &depends, &progress.reporter()).await?;
+    // The image a release makes (see `images::fleet_image_satisfying`).
+    let declared = crate::support::debian::project_declared_depends(&project)?;
+    let early = images::fleet_image(&docker, &config, &declared, &progress.reporter()).await?;
+    let debs: Vec<&std::path::Path> = deb.paths.iter().map(|p| p.as_path()).collect();
+    let image = images::fleet_image_satisfying(
+        &docker,
+        &config,
+        &early,
+        &declared,
+        &debs,
+        &progress.reporter(),
+    )
+    .await?;
 
     let mut rows: Vec<Row> = Vec::new();
     for &apps in &opts.app_counts {
