@@ -15,13 +15,10 @@ use harness::production::testbed::{self, Testbed};
 use harness::production::{self, PromoteOptions, PromoteOutcome, ReleaseFacts, State};
 use harness::support::git::Repo;
 use harness::support::progress::Progress;
-use harness::verify::fleet::Size;
 
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const PREVIOUS: &str = "0.1.0-1";
-const NEW: &str = "0.2.0-1";
-const TAG: &str = "0.2.0";
+use testbed::{RELEASE_NEW as NEW, RELEASE_PREVIOUS as PREVIOUS, RELEASE_TAG as TAG};
 const FULL_SOAK_SECS: u64 = 3600;
 /// Long enough for the syncs and a gate evaluation on a busy machine.
 const FLOOR_SECS: u64 = 90;
@@ -51,34 +48,19 @@ fn coverage(exercised: u64) -> CoverageFigures {
 /// A testbed (2 canaries, 1 app host) and a fixture repository tagged
 /// `TAG`, the gate set for the evidence floor; None when Docker tests are
 /// skipped on purpose.
-async fn start(progress: &Progress) -> Option<(Testbed, Repo, tempfile::TempDir)> {
+async fn start() -> Option<(Testbed, Repo, Progress, tempfile::TempDir)> {
     let docker = harness::support::testing::engine("an evidence test").await?;
-    let dir = tempfile::tempdir().unwrap();
-    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
-    let repo = Repo::open(&path).unwrap();
-    repo.tag_annotated(TAG, "Release 0.2.0").unwrap();
-    let mut config = harness::config::Config::load(&path).unwrap();
-    config.rollout.tool = RolloutTool::Debdeploy;
-    config.gate.min_soak_secs = FULL_SOAK_SECS;
-    config.gate.evidence_floor_secs = Some(FLOOR_SECS);
-    config.gate.change_coverage_min = 1.0;
-    config.gate.checks = vec![evidence_check()];
-    let image = harness::support::images::fleet_image(&docker, &config, &[], &progress.reporter())
-        .await
-        .unwrap();
-    let previous = testbed::make_deb(&dir.path().join("previous"), "minideploy", PREVIOUS).unwrap();
-    let new = testbed::make_deb(&dir.path().join("new"), "minideploy", NEW).unwrap();
-    let size = Size {
-        canaries: 2,
-        apps: 1,
-    };
-    let run_id = harness::support::docker::new_run_id();
-    let tb = Testbed::start(
-        &docker, &config, &image, size, previous, new, &run_id, false, progress,
-    )
+    let release = testbed::Release::start(&docker, "minideploy", |config| {
+        config.rollout.tool = RolloutTool::Debdeploy;
+        config.gate.min_soak_secs = FULL_SOAK_SECS;
+        config.gate.evidence_floor_secs = Some(FLOOR_SECS);
+        config.gate.change_coverage_min = 1.0;
+        config.gate.checks = vec![evidence_check()];
+        config.fleet.apps = 1;
+    })
     .await
     .unwrap();
-    Some((tb, repo, dir))
+    Some((release.tb, release.repo, release.progress, release.dir))
 }
 
 fn facts(tb: &Testbed, repo: &Repo, coverage: CoverageFigures) -> ReleaseFacts {
@@ -138,8 +120,7 @@ where
 {
     use futures_util::FutureExt;
     let _engine = DOCKER.lock().await;
-    let progress = Progress::new(false);
-    let Some((tb, repo, _dir)) = start(&progress).await else {
+    let Some((tb, repo, progress, _dir)) = start().await else {
         return;
     };
     let result = std::panic::AssertUnwindSafe(scenario(&tb, &repo, &progress))

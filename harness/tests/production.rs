@@ -17,14 +17,10 @@ use harness::production::{
 };
 use harness::support::git::Repo;
 use harness::support::progress::Progress;
-use harness::verify::fleet::Size;
-use harness::verify::report::VerifyReport;
 
 static DOCKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const PREVIOUS: &str = "0.1.0-1";
-const NEW: &str = "0.2.0-1";
-const TAG: &str = "0.2.0";
+use testbed::{RELEASE_NEW as NEW, RELEASE_PREVIOUS as PREVIOUS, RELEASE_TAG as TAG};
 
 struct Env {
     tb: Testbed,
@@ -94,68 +90,20 @@ impl Env {
 /// purpose), with a fixture repository tagged for release `TAG`.
 async fn start(fixture: &str, tool: RolloutTool, tune: impl FnOnce(&mut Config)) -> Option<Env> {
     let docker = harness::support::testing::engine("a production test").await?;
-    let dir = tempfile::tempdir().unwrap();
-    let path = harness::release::fixture::materialize(fixture, dir.path()).unwrap();
-    let repo = Repo::open(&path).unwrap();
-    repo.tag_annotated(TAG, "Release 0.2.0").unwrap();
-    let mut config = Config::load(&path).unwrap();
-    config.rollout.tool = tool;
-    config.rollout.batch_size = 2;
-    config.gate.min_soak_secs = 0;
-    tune(&mut config);
-    let dir_path = dir.path().to_path_buf();
-    let progress = Progress::new(false);
-    let image = harness::support::images::fleet_image(&docker, &config, &[], &progress.reporter())
-        .await
-        .unwrap();
-    // One .deb per binary of the source, as release.toml (after `tune`) has it.
-    let source = config.package_name().to_string();
-    let binaries = config.binary_names();
-    let debs = |dir: &str, version: &str| {
-        testbed::make_debs(&env_dir(&dir_path, dir), &source, &binaries, version, "").unwrap()
-    };
-    let previous = debs("previous", PREVIOUS);
-    let new = debs("new", NEW);
-    let report = VerifyReport {
-        package: "minideploy".into(),
-        version: NEW.into(),
-        previous: Some(PREVIOUS.into()),
-        scenarios: Vec::new(),
-        duration: std::time::Duration::from_secs(1),
-        ..Default::default()
-    };
-    let facts = ReleaseFacts {
-        tag: TAG.into(),
-        version: NEW.into(),
-        commit: repo.head().unwrap(),
-        debs: new.built().unwrap(),
-        verify_digest: report.digest(),
-        coverage: None,
-        tagged_at: ledger::now(),
-        built_at: ledger::now(),
-        verified_at: ledger::now(),
-    };
-    let run_id = harness::support::docker::new_run_id();
-    let size = Size {
-        canaries: 2,
-        apps: 3,
-    };
-    let tb = Testbed::start(
-        &docker, &config, &image, size, previous, new, &run_id, false, &progress,
-    )
+    let release = testbed::Release::start(&docker, fixture, |config| {
+        config.rollout.tool = tool;
+        config.rollout.batch_size = 2;
+        tune(config);
+    })
     .await
     .unwrap();
     Some(Env {
-        tb,
-        repo,
-        facts,
-        progress,
-        dir,
+        tb: release.tb,
+        repo: release.repo,
+        facts: release.facts,
+        progress: release.progress,
+        dir: release.dir,
     })
-}
-
-fn env_dir(root: &std::path::Path, name: &str) -> std::path::PathBuf {
-    root.join(name)
 }
 
 /// Runs `scenario` on a testbed of the `minideploy` fixture and removes the

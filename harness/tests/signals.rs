@@ -189,7 +189,9 @@ async fn sigterm_during_a_promote_batch_is_recorded_and_the_next_promote_resumes
     let mut versions = prod.tb.versions().await.unwrap();
     versions.sort();
     assert!(
-        versions.iter().all(|(_, v)| v == support::PROD_NEW),
+        versions
+            .iter()
+            .all(|(_, v)| v == harness::production::testbed::RELEASE_NEW),
         "{versions:?}"
     );
     prod.tb.teardown().await;

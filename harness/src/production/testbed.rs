@@ -252,6 +252,94 @@ impl Testbed {
     }
 }
 
+/// The versions a testbed's release goes between, and its tag.
+pub const RELEASE_TAG: &str = "0.2.0";
+pub const RELEASE_PREVIOUS: &str = "0.1.0-1";
+pub const RELEASE_NEW: &str = "0.2.0-1";
+
+/// A testbed of a built-in fixture's release, as `release` leaves it just
+/// before the canary step: the fixture's repository tagged `RELEASE_TAG`,
+/// one small .deb per binary of its source at `RELEASE_PREVIOUS` (on the
+/// targets) and `RELEASE_NEW`, and the facts the ledger records of that
+/// release. The repository lives in `dir`.
+pub struct Release {
+    pub tb: Testbed,
+    pub repo: crate::support::git::Repo,
+    pub facts: super::ReleaseFacts,
+    pub progress: Progress,
+    pub dir: tempfile::TempDir,
+}
+
+impl Release {
+    /// Starts it: `tune` changes the fixture's release.toml first (rollout
+    /// tool, batch size, gate, fleet size...); 2 canaries and 3 app hosts,
+    /// and a soak gate minimum of 0, unless `tune` says otherwise.
+    pub async fn start(
+        docker: &Docker,
+        fixture: &str,
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<Release> {
+        let dir = tempfile::tempdir()?;
+        let path = crate::release::fixture::materialize(fixture, dir.path())?;
+        let repo = crate::support::git::Repo::open(&path)?;
+        repo.tag_annotated(RELEASE_TAG, "Release 0.2.0")?;
+        let mut config = Config::load(&path)?;
+        config.gate.min_soak_secs = 0;
+        config.fleet.canaries = 2;
+        config.fleet.apps = 3;
+        tune(&mut config);
+        let progress = Progress::new(false);
+        let image =
+            crate::support::images::fleet_image(docker, &config, &[], &progress.reporter()).await?;
+        // One .deb per binary of the source, as release.toml (after `tune`)
+        // has it.
+        let source = config.package_name().to_string();
+        let binaries = config.binary_names();
+        let previous = make_debs(
+            &dir.path().join("previous"),
+            &source,
+            &binaries,
+            RELEASE_PREVIOUS,
+            "",
+        )?;
+        let new = make_debs(&dir.path().join("new"), &source, &binaries, RELEASE_NEW, "")?;
+        let report = crate::verify::report::VerifyReport {
+            package: source,
+            version: RELEASE_NEW.into(),
+            previous: Some(RELEASE_PREVIOUS.into()),
+            ..Default::default()
+        };
+        let now = crate::ledger::now();
+        let facts = super::ReleaseFacts {
+            tag: RELEASE_TAG.into(),
+            version: RELEASE_NEW.into(),
+            commit: repo.head()?,
+            debs: new.built()?,
+            verify_digest: report.digest(),
+            coverage: None,
+            tagged_at: now.clone(),
+            built_at: now.clone(),
+            verified_at: now,
+        };
+        let size = Size {
+            canaries: config.fleet.canaries,
+            apps: config.fleet.apps,
+        };
+        let run_id = docker::new_run_id();
+        let tb = Testbed::start(
+            docker, &config, &image, size, previous, new, &run_id, false, &progress,
+        )
+        .await?;
+        Ok(Release {
+            tb,
+            repo,
+            facts,
+            progress,
+            dir,
+        })
+    }
+}
+
 /// A minimal .deb of `package` at `version` (a marker file, no
 /// dependencies), made with `dpkg-deb` on this machine: the rollout path
 /// does not care what a package holds, and this is much faster than a build.

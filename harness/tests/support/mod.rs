@@ -272,14 +272,8 @@ pub fn bare_origin(dir: &Path, repo: &Path) -> PathBuf {
     origin
 }
 
-/// The release the production testbed rolls out: its tag and the two
-/// versions (on the targets before, and new).
-pub const PROD_TAG: &str = "0.2.0";
-pub const PROD_PREVIOUS: &str = "0.1.0-1";
-pub const PROD_NEW: &str = "0.2.0-1";
-
 /// A production testbed (cumin host, 2 canaries, 3 app hosts, real cumin
-/// and the debdeploy stand-in) whose canaries run release `PROD_TAG` of a
+/// and the debdeploy stand-in) whose canaries run release `testbed::RELEASE_TAG` of a
 /// fixture repository: the ledger holds the release and its canary step,
 /// as after `release`. The testbed's containers go when it is dropped.
 pub struct Production {
@@ -295,58 +289,23 @@ pub async fn production_on_canaries(
     docker: &bollard::Docker,
     tune: impl FnOnce(&mut harness::config::Config),
 ) -> Production {
-    use harness::production::testbed::{make_deb, Testbed};
-    let dir = tempfile::tempdir().unwrap();
-    let path = harness::release::fixture::materialize("minideploy", dir.path()).unwrap();
-    let repo = harness::support::git::Repo::open(&path).unwrap();
-    repo.tag_annotated(PROD_TAG, "Release 0.2.0").unwrap();
-    let mut config = harness::config::Config::load(&path).unwrap();
-    config.gate.min_soak_secs = 0;
-    tune(&mut config);
-    let progress = harness::support::progress::Progress::new(false);
-    let image = harness::support::images::fleet_image(docker, &config, &[], &progress.reporter())
+    let release = harness::production::testbed::Release::start(docker, "minideploy", tune)
         .await
         .unwrap();
-    let previous = make_deb(&dir.path().join("previous"), "minideploy", PROD_PREVIOUS).unwrap();
-    let new = make_deb(&dir.path().join("new"), "minideploy", PROD_NEW).unwrap();
-    let report = harness::verify::report::VerifyReport {
-        package: "minideploy".into(),
-        version: PROD_NEW.into(),
-        previous: Some(PROD_PREVIOUS.into()),
-        scenarios: Vec::new(),
-        duration: std::time::Duration::from_secs(1),
-        ..Default::default()
-    };
-    let now = harness::ledger::now();
-    let facts = harness::production::ReleaseFacts {
-        tag: PROD_TAG.into(),
-        version: PROD_NEW.into(),
-        commit: repo.head().unwrap(),
-        debs: new.built().unwrap(),
-        verify_digest: report.digest(),
-        coverage: None,
-        tagged_at: now.clone(),
-        built_at: now.clone(),
-        verified_at: now,
-    };
-    let size = harness::verify::fleet::Size {
-        canaries: 2,
-        apps: 3,
-    };
-    let run_id = harness::support::docker::new_run_id();
-    let tb = Testbed::start(
-        docker, &config, &image, size, previous, new, &run_id, false, &progress,
+    harness::production::canary(
+        &release.repo,
+        &release.tb.config,
+        &release.facts,
+        false,
+        &release.progress,
     )
     .await
     .unwrap();
-    harness::production::canary(&repo, &tb.config, &facts, false, &progress)
-        .await
-        .unwrap();
     Production {
-        tb,
-        repo,
-        progress,
-        _dir: dir,
+        tb: release.tb,
+        repo: release.repo,
+        progress: release.progress,
+        _dir: release.dir,
     }
 }
 
@@ -374,7 +333,7 @@ impl Production {
     pub fn record(&self) -> harness::ledger::Record {
         harness::ledger::Ledger::open(&self.repo)
             .unwrap()
-            .record(PROD_TAG)
+            .record(harness::production::testbed::RELEASE_TAG)
             .unwrap()
             .expect("a ledger record")
     }
