@@ -249,6 +249,9 @@ pub struct ContainerSpec {
     pub image: String,
     /// Its host name inside.
     pub hostname: Option<String>,
+    /// Names the other containers on its network resolve it by (the engine's
+    /// DNS answers them), besides its container name.
+    pub aliases: Vec<String>,
     /// A line the container prints when it is ready (sshd's `Server listening
     /// on`); `start` returns once every container printed its line.
     pub ready_line: Option<&'static str>,
@@ -261,6 +264,7 @@ impl ContainerSpec {
             name: name.into(),
             image: image.into(),
             hostname: None,
+            aliases: Vec::new(),
             ready_line: None,
         }
     }
@@ -382,6 +386,19 @@ impl Containers {
                         network_mode: self.network.clone(),
                         ..Default::default()
                     }),
+                    networking_config: self
+                        .network
+                        .as_ref()
+                        .filter(|_| !spec.aliases.is_empty())
+                        .map(|network| bollard::models::NetworkingConfig {
+                            endpoints_config: Some(HashMap::from([(
+                                network.clone(),
+                                bollard::models::EndpointSettings {
+                                    aliases: Some(spec.aliases.clone()),
+                                    ..Default::default()
+                                },
+                            )])),
+                        }),
                     ..Default::default()
                 },
             )

@@ -184,6 +184,10 @@ impl Fleet {
             .iter()
             .map(|h| ContainerSpec {
                 hostname: Some(h.name.clone()),
+                // Every host resolves every other by its short name through
+                // the engine's DNS, in every fleet and after a restart,
+                // with no exec to write /etc/hosts.
+                aliases: vec![h.name.clone()],
                 // The fleet entrypoint runs sshd with -e: it logs this line
                 // once it accepts connections.
                 ready_line: Some("Server listening on"),
@@ -375,6 +379,32 @@ impl Fleet {
             .with_context(|| format!("on host {}", host.name))
     }
 
+    /// Runs two scripts on a host (as `user`, or root) in one exec round
+    /// trip, the second after the first whatever its exit code, and returns
+    /// what each left as if it had run alone: its exit code, stdout and
+    /// stderr. An exec costs the engine as much CPU whatever it runs, so a
+    /// check that asks a host two things asks once.
+    pub async fn exec_both(
+        &self,
+        host: &Host,
+        user: Option<&str>,
+        first: &str,
+        second: &str,
+    ) -> Result<(ExecOutput, ExecOutput)> {
+        let marker = split_marker();
+        let out = self
+            .exec(host, user, &both_script(first, second, &marker))
+            .await?;
+        split_both(out, &marker).with_context(|| {
+            format!(
+                "on host {}: `{}` then `{}` ended before the second began",
+                host.name,
+                first_line(first),
+                first_line(second)
+            )
+        })
+    }
+
     /// Like `exec`, but a non-zero exit is an error naming the host, what was
     /// run and the tail of its output.
     pub async fn run(&self, host: &Host, user: Option<&str>, script: &str) -> Result<String> {
@@ -452,14 +482,23 @@ impl Fleet {
     /// `debian::installed_version`: a description when one is missing or
     /// they differ; empty when none is installed).
     pub async fn installed_version(&self, host: &Host) -> Result<String> {
-        let binaries = self.config.binaries_on(host.hosts());
-        let out = self
-            .exec(host, None, &debian::installed_query(&binaries))
-            .await?;
-        if debian::installed_version(&out.stdout, &[]).starts_with("not installed") {
-            return Ok(String::new());
+        let out = self.exec(host, None, &self.installed_query(host)).await?;
+        Ok(self.installed_version_in(host, &out.stdout))
+    }
+
+    /// What asks a host for the versions of the binaries it carries; its
+    /// output is read by `installed_version_in`.
+    pub fn installed_query(&self, host: &Host) -> String {
+        debian::installed_query(&self.config.binaries_on(host.hosts()))
+    }
+
+    /// The version `installed_query` printed on `host` (see
+    /// `installed_version`).
+    pub fn installed_version_in(&self, host: &Host, query_output: &str) -> String {
+        if debian::installed_version(query_output, &[]).starts_with("not installed") {
+            return String::new();
         }
-        Ok(debian::installed_version(&out.stdout, &binaries))
+        debian::installed_version(query_output, &self.config.binaries_on(host.hosts()))
     }
 
     /// Commits a change to the deployment repository; returns the new sha.
@@ -516,11 +555,16 @@ impl Fleet {
 
     /// The revision a target says is deployed.
     pub async fn deployed_revision(&self, host: &Host) -> Result<ExecOutput> {
+        self.exec(host, Some(self.user()), &self.revision_script())
+            .await
+    }
+
+    /// What `deployed_revision` runs, as the deploy user.
+    pub fn revision_script(&self) -> String {
         let cmd = self.config.render(&self.config.sync.revision_command, &[]);
         // A guard against a hung tool, not a measure: a loaded machine starting
         // python with coverage on every host at once needs well over 20 s.
-        self.exec(host, Some(self.user()), &format!("timeout 60 {cmd}"))
-            .await
+        format!("timeout 60 {cmd}")
     }
 
     /// Kills a host's container at once, as a machine dying mid-deploy would.
@@ -534,9 +578,8 @@ impl Fleet {
             .with_context(|| format!("stopping host {}", host.name))
     }
 
-    /// Starts a killed host again, once its sshd listens. Docker writes a
-    /// fresh /etc/hosts at start (and may hand out a new address), so every
-    /// host learns the fleet's addresses anew.
+    /// Starts a killed host again, once its sshd listens. It may come back
+    /// with a new address: the engine's DNS answers the new one by its name.
     pub async fn restart_host(&self, host: &Host) -> Result<()> {
         self.docker
             .start_container(&host.container, None)
@@ -546,15 +589,7 @@ impl Fleet {
              socket.create_connection((\"127.0.0.1\", 22), 1)' 2>/dev/null && exit 0; \
              sleep 0.1; done; echo 'sshd did not listen within 10s' >&2; exit 1";
         self.run(host, None, listening).await?;
-        let lines = self.hosts_lines().await?;
-        let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-        // Written in place: /etc/hosts is a file Docker mounts.
-        let script = format!(
-            "set -e\ngrep -vE '\\s({})$' /etc/hosts > /tmp/hosts.fleet || true\n\
-             cat /tmp/hosts.fleet - > /etc/hosts <<'EOF'\n{lines}EOF\n",
-            names.join("|")
-        );
-        self.run_on(&self.select(Hosts::All), None, &script).await
+        Ok(())
     }
 
     /// Removes every container and the network of this run, unless the
@@ -574,31 +609,6 @@ impl Fleet {
         self.containers.remove().await;
     }
 
-    /// Every host resolves every other by its short name: Docker's DNS
-    /// resolves container names, not host names, so the fleet writes
-    /// /etc/hosts itself.
-    async fn hosts_lines(&self) -> Result<String> {
-        let inspections = join_all(self.hosts.iter().map(|h| {
-            self.docker.inspect_container(
-                &h.container,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-        }))
-        .await;
-        let mut lines = String::new();
-        for (h, info) in self.hosts.iter().zip(inspections) {
-            let ip = info?
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|n| n.get(&self.network).cloned())
-                .and_then(|e| e.ip_address)
-                .filter(|ip| !ip.is_empty())
-                .with_context(|| format!("host {} has no address on {}", h.name, self.network))?;
-            lines.push_str(&format!("{ip}\t{}\n", h.name));
-        }
-        Ok(lines)
-    }
-
     /// Users, directories, the apt source, keys, the HTTP server, the
     /// deployment repository, and the files and commands from release.toml.
     /// Few round trips per host, all hosts at once: start-up cost is what a
@@ -612,7 +622,7 @@ impl Fleet {
         let key = c.render(&c.fleet.ssh_key_path, &[]);
         // The deploy user's key first: every target needs its public half. Its
         // directory may be root's (scap's /etc/keyholder.d), the key is the
-        // user's. The addresses are asked for meanwhile.
+        // user's.
         let keygen = format!(
             "set -e\n\
              id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
@@ -622,8 +632,7 @@ impl Fleet {
              chown {user}: {key} {key}.pub && chmod 600 {key}\n\
              cat {key}.pub"
         );
-        let (hosts_lines, public) =
-            tokio::try_join!(self.hosts_lines(), self.run(deploy, None, &keygen))?;
+        let public = self.run(deploy, None, &keygen).await?;
 
         // Files from release.toml, templated.
         let mut per_host: HashMap<&str, Vec<docker::FileEntry>> = HashMap::new();
@@ -658,7 +667,6 @@ impl Fleet {
         // what they install is what was built.
         let common = format!(
             "set -e\n\
-             cat >> /etc/hosts <<'EOF'\n{hosts_lines}EOF\n\
              id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}\n\
              mkdir -p /srv/deployment && chown {user}: /srv/deployment\n\
              chmod 1777 /var/lock\n\
@@ -675,15 +683,16 @@ impl Fleet {
         );
         // On the deploy host, after its common part: the deployment
         // repository (holding any files release.toml put in it), owned by the
-        // user who deploys, and the HTTP server for /srv.
+        // user who deploys, and the HTTP server for /srv, which the fleet
+        // image's entrypoint starts again in every container made from it.
         let deploy_setup = format!(
             "mkdir -p {APT_DIR} {repo_dir} && touch {APT_DIR}/Packages\n\
              chown -R {user}: {repo_dir}\n\
              su {user} -c 'set -e; git config --global user.name \"Release Harness\"; \
              git config --global user.email release-harness@localhost; cd {repo_dir}; \
              git init -q -b main; echo initial > CONTENT; git add -A; git commit -q -m \"Initial content\"'\n\
-             {}",
-            http_server_script(port)
+             mkdir -p $(dirname {HTTP_PORT_FILE}) && echo {port} > {HTTP_PORT_FILE}\n\
+             {ENTRYPOINT} serve-http\n"
         );
         let per_host_setup = self.hosts.iter().map(|h| {
             let files = per_host.remove(h.container.as_str()).unwrap_or_default();
@@ -762,40 +771,17 @@ impl Fleet {
         )
         .await
     }
-
-    /// Joins a fleet started from a snapshot: every host learns the others'
-    /// addresses, and the deploy host starts its HTTP server (processes are
-    /// not part of an image).
-    async fn join_snapshot(&self) -> Result<()> {
-        let hosts_lines = self.hosts_lines().await?;
-        let port = self.config.fleet.http_port;
-        let deploy = self.deploy_host().name.clone();
-        let jobs = self.hosts.iter().map(|h| {
-            let mut script = format!("set -e\ncat >> /etc/hosts <<'EOF'\n{hosts_lines}EOF\n");
-            if h.name == deploy {
-                script.push_str(&http_server_script(port));
-            }
-            async move { self.run(h, None, &script).await }
-        });
-        join_all(jobs)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
-        Ok(())
-    }
 }
 
-/// Starts the HTTP server for /srv on the deploy host and waits until it
-/// answers. `python3 -S`: the standard library is all it needs, and it skips
-/// the site hooks (the coverage collector's among them).
-fn http_server_script(port: u16) -> String {
-    format!(
-        "(setsid python3 -S -m http.server {port} --directory /srv \
-         >/var/log/release-harness-http.log 2>&1 &)\n\
-         for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:{port}/ && break; \
-         sleep 0.05; done\n"
-    )
-}
+/// The fleet image's entrypoint (containers/fleet/entrypoint.sh): started
+/// with `serve-http`, it starts the deploy host's HTTP server and returns
+/// once it answers.
+const ENTRYPOINT: &str = "/usr/local/sbin/fleet-entrypoint";
+
+/// Where the deploy host keeps its HTTP server's port: the entrypoint starts
+/// the server when it is there, so a fleet from a snapshot (which holds no
+/// processes) serves from its start.
+const HTTP_PORT_FILE: &str = "/etc/release-harness/http-port";
 
 /// A prepared fleet kept as one image per role (`Fleet::snapshot`): users,
 /// keys, known hosts, the deployment repository, the apt repository and
@@ -835,11 +821,9 @@ impl Snapshot {
                 .map(|(_, image)| image.clone())
                 .unwrap_or_default()
         };
-        let ready = async {
-            fleet.start_hosts(&image_of, progress).await?;
-            fleet.join_snapshot().await
-        }
-        .await;
+        // Nothing to run on the hosts: names resolve through the engine's
+        // DNS and the deploy host's entrypoint starts its HTTP server.
+        let ready = fleet.start_hosts(&image_of, progress).await;
         match ready {
             Ok(()) => {
                 progress.info(&format!(
@@ -887,6 +871,53 @@ fn host_list(config: &Config, size: Size, prefix: &str) -> Vec<Host> {
         .collect()
 }
 
+/// A line no command prints by chance: it splits `both_script`'s output.
+fn split_marker() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "release-harness-split-{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `first`, then `second`, each in a subshell of its own (an `exit` or a
+/// `set -e` in one does not end the other), with `marker` and the first's
+/// exit code between their outputs on stdout, and `marker` alone between
+/// them on stderr. The script exits with the second's code. Each marker
+/// comes after a newline of its own, so an output that does not end in one
+/// is split back exactly.
+fn both_script(first: &str, second: &str, marker: &str) -> String {
+    format!(
+        "(\n{first}\n)\nprintf '\\n{marker} %d\\n' $?\nprintf '\\n{marker}\\n' >&2\n(\n{second}\n)\n"
+    )
+}
+
+/// Splits what `both_script` left into what each part left; None when
+/// the markers are not there (the script was cut off before the second).
+fn split_both(out: ExecOutput, marker: &str) -> Option<(ExecOutput, ExecOutput)> {
+    let (first_stdout, rest) = out.stdout.split_once(&format!("\n{marker} "))?;
+    let (first_code, second_stdout) = rest.split_once('\n')?;
+    let (first_stderr, second_stderr) = out.stderr.split_once(&format!("\n{marker}\n"))?;
+    Some((
+        ExecOutput {
+            code: first_code.trim().parse().ok()?,
+            stdout: first_stdout.to_string(),
+            stderr: first_stderr.to_string(),
+        },
+        ExecOutput {
+            code: out.code,
+            stdout: second_stdout.to_string(),
+            stderr: second_stderr.to_string(),
+        },
+    ))
+}
+
 fn first_line(s: &str) -> &str {
     let line = s.trim().lines().next().unwrap_or("");
     if line.len() > 100 {
@@ -904,6 +935,58 @@ fn indent(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::support::images;
+
+    /// Runs `both_script` with the local sh, as an exec would.
+    fn run_both(first: &str, second: &str) -> (ExecOutput, ExecOutput) {
+        let marker = split_marker();
+        let out = crate::support::process::cmd("sh", ["-c", &both_script(first, second, &marker)])
+            .output()
+            .unwrap();
+        let out = ExecOutput {
+            code: out.status.code().unwrap_or(-1).into(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        };
+        split_both(out, &marker).unwrap()
+    }
+
+    #[test]
+    fn two_scripts_in_one_exec_leave_what_each_would_alone() {
+        let (a, b) = run_both(
+            "printf 'no newline'; echo oops >&2; exit 3",
+            "echo two; echo 'line\nline' >&2; false",
+        );
+        assert_eq!(
+            (a.code, a.stdout.as_str(), a.stderr.as_str()),
+            (3, "no newline", "oops\n")
+        );
+        assert_eq!(
+            (b.code, b.stdout.as_str(), b.stderr.as_str()),
+            (1, "two\n", "line\nline\n")
+        );
+        // An exit or set -e in the first does not stop the second; empty
+        // outputs stay empty, trailing blank lines stay.
+        let (a, b) = run_both("set -e\nfalse\necho never", "printf '\\n\\n'");
+        assert_eq!((a.code, a.stdout.as_str(), a.stderr.as_str()), (1, "", ""));
+        assert_eq!(
+            (b.code, b.stdout.as_str(), b.stderr.as_str()),
+            (0, "\n\n", "")
+        );
+        // A marker of another call in an output is only text.
+        let other = split_marker();
+        let (a, _) = run_both(&format!("echo '{other} 0'"), "true");
+        assert_eq!(a.stdout, format!("{other} 0\n"));
+    }
+
+    #[test]
+    fn an_exec_cut_off_before_the_second_script_is_not_split() {
+        let out = ExecOutput {
+            code: 137,
+            stdout: "half".into(),
+            stderr: String::new(),
+        };
+        assert!(split_both(out, &split_marker()).is_none());
+    }
 
     async fn images_of(docker: &Docker, run_id: &str) -> usize {
         let label = format!("{}={run_id}", docker::LABEL_RUN);

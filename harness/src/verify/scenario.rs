@@ -542,23 +542,22 @@ impl Scenario {
         what: &str,
     ) -> Result<()> {
         let link = fleet.config.render(&fleet.config.sync.current_link, &[]);
-        let link = &link;
+        let (link, revision) = (&link, &fleet.revision_script());
+        // The revision and the link in one exec per target.
         let checks = targets.iter().map(|h| async move {
-            let deployed = fleet.deployed_revision(h).await;
-            let current = if link.is_empty() {
-                None
-            } else {
-                Some(
-                    fleet
-                        .exec(h, None, &resolve_link_script(link))
-                        .await
-                        .map(|o| o.stdout.trim().to_string()),
-                )
-            };
-            (h, deployed, current)
+            if link.is_empty() {
+                return (h, fleet.deployed_revision(h).await.map(|d| (d, None)));
+            }
+            let both = fleet
+                .exec_both(h, Some(fleet.user()), revision, &resolve_link_script(link))
+                .await;
+            (
+                h,
+                both.map(|(deployed, current)| (deployed, Some(current.stdout.trim().to_string()))),
+            )
         });
-        for (h, deployed, current) in futures_util::future::join_all(checks).await {
-            let deployed = deployed?;
+        for (h, asked) in futures_util::future::join_all(checks).await {
+            let (deployed, current) = asked?;
             let actual = if deployed.ok() {
                 deployed.stdout.trim().to_string()
             } else {
@@ -568,7 +567,6 @@ impl Scenario {
                 self.fail(&h.name, &format!("{what}: deployed revision"), rev, &actual);
             }
             if let Some(current) = current {
-                let current = current?;
                 if !current.ends_with(rev) {
                     self.fail(
                         &h.name,
@@ -594,19 +592,21 @@ impl Scenario {
         let t = Instant::now();
         let cmd = fleet.config.render(&fleet.config.sync.version_command, &[]);
         let cmd = &cmd;
-        // Every host at once; the findings are recorded in host order.
+        // Every host at once, the package database and the command in one
+        // exec; the findings are recorded in host order. What the command
+        // says counts only on a host with the expected version installed.
         let asks = fleet.select(Hosts::All).into_iter().map(|h| async move {
             let want = expected(h);
-            let installed = fleet.installed_version(h).await?;
-            let said = if installed == want {
-                Some(
-                    fleet
-                        .exec(h, Some(fleet.user()), &format!("timeout 60 {cmd}"))
-                        .await?,
+            let (query, said) = fleet
+                .exec_both(
+                    h,
+                    Some(fleet.user()),
+                    &fleet.installed_query(h),
+                    &format!("timeout 60 {cmd}"),
                 )
-            } else {
-                None
-            };
+                .await?;
+            let installed = fleet.installed_version_in(h, &query.stdout);
+            let said = (installed == want).then_some(said);
             anyhow::Ok((h, want, installed, said))
         });
         for answer in futures_util::future::join_all(asks).await {
