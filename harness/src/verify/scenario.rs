@@ -48,17 +48,6 @@ impl Debs {
             })
             .collect()
     }
-
-    /// Depends and Pre-Depends of all of them (what the fleet image holds).
-    pub fn depends(&self) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        for p in &self.paths {
-            all.extend(crate::support::debian::deb_depends(p)?);
-        }
-        all.sort();
-        all.dedup();
-        Ok(all)
-    }
 }
 
 pub struct VerifyInput<'a> {
