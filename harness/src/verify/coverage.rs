@@ -2,17 +2,21 @@
 //! written in Python, every process of the tool on every host runs under
 //! coverage.py (a `.pth` startup hook, so what the tool starts over ssh on
 //! the targets is measured too); the .deb installed is the one built, not an
-//! instrumented copy. Owns the instrumentation of the hosts, the collection
-//! of their data after each scenario, the combination (coverage.py on the
-//! deploy host, paths mapped back to the source tree), change coverage
-//! against the previous release tag, the floors, and the Cobertura file.
+//! instrumented copy. Owns the instrumentation of the hosts, what coverage.py
+//! decides about the new version's files (learned once per run, on the
+//! template), the collection of the hosts' line data after each scenario and
+//! its combination (lines translated to statements here, paths mapped back to
+//! the source tree), change coverage against the previous release tag, the
+//! floors, and the Cobertura file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Hosts};
 use crate::ledger::CoverageFigures;
@@ -39,9 +43,7 @@ const HOOK_OFF: &str = "RELEASE_HARNESS_COVERAGE=off";
 /// Records the installed version after every dpkg run (apt's Post-Invoke).
 const VERSION_HOOK: &str = "/usr/local/sbin/release-harness-coverage-version";
 const APT_HOOK: &str = "/etc/apt/apt.conf.d/99release-harness-coverage";
-/// Scratch directory on the deploy host where a scenario's data is combined.
-const COMBINE_DIR: &str = "/var/tmp/release-harness-combine";
-/// Scratch directory for the import-only floor.
+/// Scratch directory for the import-only floor and the statements.
 const IMPORT_DIR: &str = "/var/tmp/release-harness-import";
 
 /// The released tool, as coverage.py sees it once installed.
@@ -55,6 +57,10 @@ pub struct Instrument {
     binaries: Vec<String>,
     /// The .debs' file names in the fleet's apt repository.
     deb_names: Vec<String>,
+    /// What coverage.py decides about the new version's files, learned on
+    /// the template with the import-only floor and read by every scenario's
+    /// `collect` (clones share it), or why it is not known.
+    source: Arc<OnceLock<std::result::Result<SourceStatements, String>>>,
 }
 
 /// Whether verify measures coverage, and if not, why.
@@ -112,6 +118,7 @@ pub fn plan(config: &Config, debs: &[PathBuf], version: &str) -> Plan {
                     .unwrap_or_default()
             })
             .collect(),
+        source: Arc::default(),
     })
 }
 
@@ -231,42 +238,30 @@ impl Instrument {
         Ok(())
     }
 
-    /// Copies the new version's data out of every host (stopped ones too),
-    /// combines it on the deploy host and returns the lines it executed,
-    /// by source path. Hosts that ran the new version and left no data are
-    /// named in `missing`.
+    /// Copies the new version's line data out of every host (stopped ones
+    /// too) and turns it into the lines it executed, by source path, with
+    /// the statements learned on the template: no exec, no python3 per
+    /// scenario. Hosts that ran the new version and left no data are named
+    /// in `missing`, and so is a file the data names that is not known.
     pub async fn collect(&self, fleet: &Fleet) -> ScenarioCoverage {
         let mut found = ScenarioCoverage::default();
+        let deploy = fleet.deploy_host();
         // What the fleet installed from: the built .deb, not a copy made
         // for measuring (compared with the build's sum in `finish`).
-        let served = fleet
-            .run(
-                fleet.deploy_host(),
-                None,
-                &format!("cd {APT_DIR} && sha256sum {}", self.deb_names.join(" ")),
-            )
-            .await;
-        match served {
-            Ok(out) => {
-                found.served_sha256 = out
-                    .lines()
-                    .filter_map(|l| l.split_once("  "))
-                    .map(|(sum, name)| (name.to_string(), sum.to_string()))
-                    .collect()
-            }
-            Err(e) => found.missing.push(format!("{e:#}")),
-        }
+        let served = served_sha256(&fleet.docker, deploy, &self.deb_names);
         let dir = format!("{DATA_ROOT}/{}", self.version);
         let downloads = fleet
             .hosts
             .iter()
             .map(|h| data_files(&fleet.docker, h, &dir));
-        let mut files: Vec<docker::FileEntry> = Vec::new();
-        for (h, result) in fleet
-            .hosts
-            .iter()
-            .zip(futures_util::future::join_all(downloads).await)
-        {
+        let (served, downloads) =
+            futures_util::future::join(served, futures_util::future::join_all(downloads)).await;
+        match served {
+            Ok(sums) => found.served_sha256 = sums,
+            Err(e) => found.missing.push(format!("{}: {e:#}", deploy.name)),
+        }
+        let mut recorded = Recorded::new();
+        for (h, result) in fleet.hosts.iter().zip(downloads) {
             match result {
                 // The new version was never installed there.
                 Ok(None) => {}
@@ -277,30 +272,71 @@ impl Instrument {
                 Ok(Some(data)) => {
                     found.hosts.push(h.name.clone());
                     for (name, bytes) in data {
-                        let path = format!("{COMBINE_DIR}/data/{}.{name}", h.name);
-                        files.push((path, bytes, 0o644));
+                        if let Err(e) = add_recorded(&mut recorded, &bytes) {
+                            found.missing.push(format!(
+                                "{}: {dir}/{name} is not the collector's line data: {e:#}",
+                                h.name
+                            ));
+                        }
                     }
                 }
                 Err(e) => found.missing.push(format!("{}: {e:#}", h.name)),
             }
         }
-        if files.is_empty() {
+        if recorded.is_empty() {
             return found;
         }
-        match self.combine(fleet, files).await {
-            Ok(lines) => found.lines = lines,
-            Err(e) => found
-                .missing
-                .push(format!("{} (combining): {e:#}", fleet.deploy_host().name)),
+        match self.source.get() {
+            Some(Ok(source)) => {
+                let (lines, unknown) = combine(source, &recorded);
+                found.lines = lines;
+                found.missing.extend(
+                    unknown
+                        .into_iter()
+                        .map(|why| format!("combining: {why} (files of {})", self.debs())),
+                );
+            }
+            Some(Err(why)) => found.missing.push(format!(
+                "combining: the statements of {}'s files are not known: {why}",
+                self.debs()
+            )),
+            None => found.missing.push(format!(
+                "combining: the statements of {}'s files were never learned (the \
+                 import-only run on the template did not happen)",
+                self.debs()
+            )),
         }
         found
+    }
+
+    fn debs(&self) -> String {
+        self.deb_names.join(", ")
     }
 
     /// The lines that importing every module of the tool runs (definitions,
     /// imports): the floor any run reaches, to read the total against. The
     /// same for every scenario, so it is measured once per run, on a host
-    /// whose apt repository holds the .deb (`Fleet::publish_debs`).
+    /// whose apt repository holds the .deb (`Fleet::publish_debs`). The same
+    /// exec learns what coverage.py decides about every file of the .debs,
+    /// for every scenario's `collect`.
     pub async fn import_only(&self, fleet: &Fleet) -> Result<Lines> {
+        let learned = self.learn(fleet).await;
+        let (import_only, source) = match learned {
+            Ok(l) => (l.import_only, Ok(l.source)),
+            Err(e) => {
+                let why = format!("{e:#}");
+                (Err(why.clone()), Err(why))
+            }
+        };
+        // Only the first run on this instrument's template counts.
+        let _ = self.source.set(source);
+        match import_only {
+            Ok(json) => lines_of_json(&json.to_string()),
+            Err(why) => bail!("{why}"),
+        }
+    }
+
+    async fn learn(&self, fleet: &Fleet) -> Result<Learned> {
         let site = format!("{IMPORT_DIR}/src{DIST_PACKAGES}");
         let include: Vec<String> = self
             .modules
@@ -320,7 +356,7 @@ impl Instrument {
         );
         // Every module, each on its own: one that fails to import (it needs
         // a host's config) does not hide the others.
-        let script = "import importlib, pkgutil, sys\n\
+        let import_all = "import importlib, pkgutil, sys\n\
              for top in sys.argv[1:]:\n\
              \x20   name = top[:-3] if top.endswith('.py') else top\n\
              \x20   try:\n\
@@ -332,6 +368,47 @@ impl Instrument {
              \x20           importlib.import_module(info.name)\n\
              \x20       except Exception:\n\
              \x20           pass\n";
+        // One python3 for the floor's report and the statements. Statements
+        // and first lines come from coverage.py's file reporter (`lines`,
+        // `translate_lines`), with the configuration the scenarios' data
+        // was once combined with (`config_file=False`), so the figures are
+        // what coverage.py's report of the same data would give. A file it
+        // cannot analyse keeps the error, reported if a scenario ran it.
+        let analyse = "import json, os, sys\n\
+             import coverage\n\
+             from coverage.python import PythonFileReporter\n\
+             site, modules = sys.argv[1], sys.argv[2:]\n\
+             out = {'source': {}}\n\
+             try:\n\
+             \x20   floor = coverage.Coverage(config_file='import.rc')\n\
+             \x20   floor.load()\n\
+             \x20   floor.json_report(outfile='import.json')\n\
+             \x20   with open('import.json') as fh:\n\
+             \x20       out['import_only'] = json.load(fh)\n\
+             except Exception as e:\n\
+             \x20   out['import_only_error'] = 'coverage json: %s: %s' % (type(e).__name__, e)\n\
+             cov = coverage.Coverage(config_file=False)\n\
+             cov.get_exclude_list()  # sets up the exclusions the reporters read\n\
+             for top in modules:\n\
+             \x20   root = os.path.join(site, top)\n\
+             \x20   if top.endswith('.py'):\n\
+             \x20       paths = [root]\n\
+             \x20   else:\n\
+             \x20       paths = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith('.py')]\n\
+             \x20   for path in sorted(paths):\n\
+             \x20       try:\n\
+             \x20           reporter = PythonFileReporter(path, cov)\n\
+             \x20           statements = sorted(reporter.lines())\n\
+             \x20           first_lines = {}\n\
+             \x20           for n in range(1, len(reporter.source().splitlines()) + 2):\n\
+             \x20               (first,) = reporter.translate_lines([n])\n\
+             \x20               if first != n:\n\
+             \x20                   first_lines[n] = first\n\
+             \x20           found = {'statements': statements, 'first_lines': first_lines}\n\
+             \x20       except Exception as e:\n\
+             \x20           found = {'error': '%s: %s' % (type(e).__name__, e)}\n\
+             \x20       out['source'][os.path.relpath(path, site)] = found\n\
+             json.dump(out, sys.stdout)\n";
         let deploy = fleet.deploy_host();
         fleet
             .run(deploy, None, &format!("rm -rf {IMPORT_DIR}"))
@@ -339,11 +416,19 @@ impl Instrument {
         docker::put_files(
             &fleet.docker,
             &deploy.container,
-            &[(format!("{IMPORT_DIR}/import.rc"), rc.into_bytes(), 0o644)],
+            &[
+                (format!("{IMPORT_DIR}/import.rc"), rc.into_bytes(), 0o644),
+                (
+                    format!("{IMPORT_DIR}/analyse.py"),
+                    analyse.as_bytes().to_vec(),
+                    0o644,
+                ),
+            ],
         )
         .await?;
-        // The .deb's files, and the script beside its modules so that they
-        // are the ones imported. Removed after: the host may be snapshotted.
+        // The .deb's files, and the import script beside its modules so that
+        // they are the ones imported. Removed after: the host may be
+        // snapshotted.
         let json = fleet
             .run(
                 deploy,
@@ -351,62 +436,158 @@ impl Instrument {
                 &format!(
                     "set -e; cd {IMPORT_DIR}; export {HOOK_OFF}\n\
                      for deb in {debs}; do dpkg-deb -x {APT_DIR}/$deb src; done\n\
-                     cat > {site}release_harness_import_all.py <<'EOF'\n{script}EOF\n\
+                     cat > {site}release_harness_import_all.py <<'EOF'\n{import_all}EOF\n\
                      timeout 60 python3-coverage run --rcfile=import.rc \
                      {site}release_harness_import_all.py {modules} >/dev/null 2>&1 || true\n\
-                     python3-coverage json --rcfile=import.rc -o import.json >/dev/null\n\
-                     cat import.json; cd /; rm -rf {IMPORT_DIR}",
+                     rm {site}release_harness_import_all.py\n\
+                     python3 analyse.py {site} {modules}\n\
+                     cd /; rm -rf {IMPORT_DIR}",
                     debs = self.deb_names.join(" "),
                     modules = self.modules.join(" ")
                 ),
             )
             .await?;
-        lines_of_json(&json)
+        Learned::parse(&json)
     }
+}
 
-    /// The lines the hosts recorded, on the deploy host: the installed paths
-    /// mapped to the .deb's own files (the host may run another version by
-    /// now), given to coverage.py, whose `json` report says which lines are
-    /// statements; then mapped to source paths. One python3, not one per
-    /// data file.
-    async fn combine(&self, fleet: &Fleet, files: Vec<docker::FileEntry>) -> Result<Lines> {
-        let script = format!(
-            "import glob, json, coverage\n\
-             cov = coverage.Coverage(data_file='{COMBINE_DIR}/.coverage', config_file=False)\n\
-             data = cov.get_data()\n\
-             for path in sorted(glob.glob('{COMBINE_DIR}/data/*.json')):\n\
-             \x20   with open(path) as fh:\n\
-             \x20       measured = json.load(fh)\n\
-             \x20   data.add_lines({{'{COMBINE_DIR}/src' + f: n for f, n in measured.items()\n\
-             \x20                   if f.startswith('{DIST_PACKAGES}')}})\n\
-             cov.json_report(outfile='{COMBINE_DIR}/out.json')\n"
-        );
-        let deploy = fleet.deploy_host();
-        fleet
-            .run(deploy, None, &format!("rm -rf {COMBINE_DIR}"))
-            .await?;
-        let mut files = files;
-        files.push((
-            format!("{COMBINE_DIR}/combine.py"),
-            script.into_bytes(),
-            0o644,
-        ));
-        docker::put_files(&fleet.docker, &deploy.container, &files).await?;
-        let json = fleet
-            .run(
-                deploy,
-                None,
-                &format!(
-                    "set -e; cd {COMBINE_DIR}; export {HOOK_OFF}\n\
-                     for deb in {debs}; do dpkg-deb -x {APT_DIR}/$deb src; done\n\
-                     python3 combine.py >/dev/null\n\
-                     cat out.json",
-                    debs = self.deb_names.join(" ")
-                ),
+/// What the template's analysis printed.
+#[derive(Debug)]
+struct Learned {
+    /// `coverage json` of the import-only run, or why there is none.
+    import_only: std::result::Result<serde_json::Value, String>,
+    source: SourceStatements,
+}
+
+impl Learned {
+    fn parse(json: &str) -> Result<Learned> {
+        #[derive(Deserialize)]
+        struct Printed {
+            import_only: Option<serde_json::Value>,
+            import_only_error: Option<String>,
+            source: BTreeMap<String, Analysed>,
+        }
+        /// A file's statements, or the error.
+        #[derive(Deserialize)]
+        struct Analysed {
+            #[serde(default)]
+            statements: BTreeSet<u32>,
+            #[serde(default)]
+            first_lines: BTreeMap<u32, u32>,
+            error: Option<String>,
+        }
+        let printed: Printed = serde_json::from_str(json).with_context(|| {
+            format!(
+                "the analysis of the .debs' files printed no JSON: {}",
+                json.chars().take(300).collect::<String>()
             )
-            .await?;
-        lines_of_json(&json)
+        })?;
+        Ok(Learned {
+            import_only: match (printed.import_only, printed.import_only_error) {
+                (Some(report), _) => Ok(report),
+                (None, why) => Err(why.unwrap_or_else(|| "no import-only report".into())),
+            },
+            source: printed
+                .source
+                .into_iter()
+                .map(|(path, a)| {
+                    let a = match a.error {
+                        Some(why) => Err(why),
+                        None => Ok(FileStatements {
+                            statements: a.statements,
+                            first_lines: a.first_lines,
+                        }),
+                    };
+                    (path, a)
+                })
+                .collect(),
+        })
     }
+}
+
+/// What coverage.py decides about one source file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileStatements {
+    pub statements: BTreeSet<u32>,
+    /// For a line inside a statement that spans several, the statement's
+    /// first line (where coverage.py counts it).
+    pub first_lines: BTreeMap<u32, u32>,
+}
+
+/// By source path (`minideploy/deploy.py`); a file coverage.py could not
+/// analyse has the error.
+pub type SourceStatements = BTreeMap<String, std::result::Result<FileStatements, String>>;
+
+/// The lines the collector recorded, by installed path, over every process
+/// of every host.
+pub type Recorded = BTreeMap<String, BTreeSet<u32>>;
+
+/// Adds one of the collector's files (`{path: [line, ...]}`).
+fn add_recorded(recorded: &mut Recorded, bytes: &[u8]) -> Result<()> {
+    let data: BTreeMap<String, Vec<u32>> = serde_json::from_slice(bytes)?;
+    for (path, lines) in data {
+        recorded.entry(path).or_default().extend(lines);
+    }
+    Ok(())
+}
+
+/// The recorded lines as coverage.py's report gives them, by source path:
+/// each line counted at its statement's first line. The statements are
+/// coverage.py's plus any other executed line (a module's docstring): its
+/// json report lists those as executed, and the figures have always counted
+/// them, so they compare across releases. Also returns why a recorded file
+/// has no figures (not a file of the .debs, or not analysable).
+pub fn combine(source: &SourceStatements, recorded: &Recorded) -> (Lines, Vec<String>) {
+    let mut lines = Lines::new();
+    let mut unknown = Vec::new();
+    for (measured, ran) in recorded {
+        // The collector records the tool's modules under dist-packages only.
+        let Some(path) = measured.strip_prefix(DIST_PACKAGES) else {
+            continue;
+        };
+        match source.get(path) {
+            Some(Ok(file)) => {
+                let executed: BTreeSet<u32> = ran
+                    .iter()
+                    .map(|n| *file.first_lines.get(n).unwrap_or(n))
+                    .collect();
+                let mut statements = file.statements.clone();
+                statements.extend(&executed);
+                lines.insert(
+                    path.to_string(),
+                    FileLines {
+                        statements,
+                        executed,
+                    },
+                );
+            }
+            Some(Err(why)) => unknown.push(format!("coverage.py cannot analyse {measured}: {why}")),
+            None => unknown.push(format!(
+                "{measured} ran but is not a .py file of the new version"
+            )),
+        }
+    }
+    (lines, unknown)
+}
+
+/// The sha256 of each .deb in the deploy host's apt repository, by file name.
+async fn served_sha256(
+    docker: &bollard::Docker,
+    deploy: &Host,
+    deb_names: &[String],
+) -> Result<BTreeMap<String, String>> {
+    let mut sums = BTreeMap::new();
+    for name in deb_names {
+        let path = format!("{APT_DIR}/{name}");
+        let files = download(docker, &deploy.container, &path)
+            .await?
+            .with_context(|| format!("{path} is missing from the fleet's apt repository"))?;
+        let Some((_, bytes)) = files.into_iter().next() else {
+            bail!("{path} is not a file");
+        };
+        sums.insert(name.clone(), hex::encode(Sha256::digest(&bytes)));
+    }
+    Ok(sums)
 }
 
 /// The coverage data files in `dir` on a host, by file name; `None` when the
@@ -416,10 +597,25 @@ async fn data_files(
     host: &Host,
     dir: &str,
 ) -> Result<Option<Vec<(String, Vec<u8>)>>> {
+    Ok(download(docker, &host.container, dir).await?.map(|files| {
+        files
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("lines.") && name.ends_with(".json"))
+            .collect()
+    }))
+}
+
+/// The regular files at `path` in a container (a file, or a directory's),
+/// by file name; `None` when there is nothing at `path`.
+async fn download(
+    docker: &bollard::Docker,
+    container: &str,
+    path: &str,
+) -> Result<Option<Vec<(String, Vec<u8>)>>> {
     let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
-        .path(dir)
+        .path(path)
         .build();
-    let mut stream = docker.download_from_container(&host.container, Some(options));
+    let mut stream = docker.download_from_container(container, Some(options));
     let mut tar = Vec::new();
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -427,22 +623,26 @@ async fn data_files(
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("copying {dir} out of the host")),
+            Err(e) => return Err(e).with_context(|| format!("copying {path} out of the host")),
         }
     }
     let mut files = Vec::new();
     let mut archive = tar::Archive::new(tar.as_slice());
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let Some(name) = name else {
             continue;
         };
-        if name.starts_with("lines.") && name.ends_with(".json") {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes)?;
-            files.push((name, bytes));
-        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+        files.push((name, bytes));
     }
     Ok(Some(files))
 }
@@ -1079,6 +1279,45 @@ drwxr-xr-x root/root         0 2026-01-01 00:00 ./usr/lib/python3/dist-packages/
     }
 
     #[test]
+    fn recorded_lines_count_at_their_statements_first_line_as_coverage_py_reports_them() {
+        let analysed = r#"{"source": {
+            "pkg/deploy.py": {"statements": [3, 4, 9], "first_lines": {"5": 4, "6": 4, "2": 1}},
+            "pkg/broken.py": {"error": "NotPython: Couldn't parse"}
+        }, "import_only_error": "coverage json: NoDataError: No data to report."}"#;
+        let learned = Learned::parse(analysed).unwrap();
+        assert_eq!(
+            learned.import_only,
+            Err("coverage json: NoDataError: No data to report.".to_string())
+        );
+        let mut recorded = Recorded::new();
+        add_recorded(
+            &mut recorded,
+            br#"{"/usr/lib/python3/dist-packages/pkg/deploy.py": [1, 3, 5, 6]}"#,
+        )
+        .unwrap();
+        add_recorded(
+            &mut recorded,
+            br#"{"/usr/lib/python3/dist-packages/pkg/deploy.py": [3, 4],
+                "/usr/lib/python3/dist-packages/pkg/broken.py": [1],
+                "/usr/lib/python3/dist-packages/pkg/generated.py": [1],
+                "/opt/elsewhere.py": [1]}"#,
+        )
+        .unwrap();
+        assert!(add_recorded(&mut recorded, b"{\"truncated").is_err());
+        let (lines, unknown) = combine(&learned.source, &recorded);
+        assert_eq!(lines.keys().collect::<Vec<_>>(), vec!["pkg/deploy.py"]);
+        let f = &lines["pkg/deploy.py"];
+        // 5 and 6 are 4's statement; 1 (a module docstring) is no statement
+        // for coverage.py, but its report lists it executed.
+        assert_eq!(f.executed, BTreeSet::from([1, 3, 4]));
+        assert_eq!(f.statements, BTreeSet::from([1, 3, 4, 9]));
+        assert_eq!(unknown.len(), 2, "{unknown:?}");
+        assert!(unknown[0].contains("cannot analyse") && unknown[0].contains("NotPython"));
+        assert!(unknown[1].contains("pkg/generated.py ran but is not a .py file"));
+        assert!(Learned::parse("Traceback (most recent call last)").is_err());
+    }
+
+    #[test]
     fn measured_paths_map_back_to_the_source_tree() {
         let json = r#"{"files": {
             "src/usr/lib/python3/dist-packages/minideploy/deploy.py":
@@ -1432,6 +1671,7 @@ def main():
                 modules: vec!["rhdemo".into()],
                 binaries: vec!["rhdemo".into()],
                 deb_names: Vec::new(),
+                source: Arc::default(),
             };
             let mut files = instrument.host_files();
             files.push((

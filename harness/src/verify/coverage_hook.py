@@ -4,7 +4,8 @@
 # py3compile and the harness's own one-liners run as if it were not there.
 # Then a line tracer (sys.settrace, threads too) records the tool's lines,
 # and at exit they are written as JSON to the directory of the installed
-# version, which the harness combines and reports with coverage.py.
+# version, which the harness reads after each scenario and counts against
+# the statements coverage.py finds in the package.
 #
 # Why not coverage.py's own start-up hook in every process: importing
 # coverage.py costs about 0.2 s of CPU per process (some 150 modules), which
@@ -49,18 +50,31 @@ def _start():
     if not version:
         return
     lines = {}
+    # The line tracer of each code object run so far (None: not the tool's),
+    # by id: every call of every function, the tool's or not, comes through
+    # `trace`, and deciding once per code object, not once per call, is most
+    # of what tracing costs on top of the line events. The code object is
+    # kept, so its id is never another's; keyed by id because equal code
+    # objects (two empty modules) may come from different files.
+    tracers = {}
 
     def trace(frame, event, arg):
-        filename = frame.f_code.co_filename
-        if not filename.startswith(PREFIXES):
-            return None
-        add = lines.setdefault(filename, set()).add
+        code = frame.f_code
+        known = tracers.get(id(code))
+        if known is not None:
+            return known[1]
+        filename = code.co_filename
+        if filename.startswith(PREFIXES):
+            add = lines.setdefault(filename, set()).add
 
-        def local(frame, event, arg):
-            if event == "line":
-                add(frame.f_lineno)
-            return local
+            def local(frame, event, arg):
+                if event == "line":
+                    add(frame.f_lineno)
+                return local
 
+        else:
+            local = None
+        tracers[id(code)] = (code, local)
         return local
 
     def save():
