@@ -104,6 +104,18 @@ const FLEET_ROLE: Role = Role {
             mode: 0o755,
         },
         RoleFile {
+            name: "dpkg.cfg",
+            content: include_bytes!("../../../containers/fleet/dpkg.cfg"),
+            path: "/etc/dpkg/dpkg.cfg.d/release-harness",
+            mode: 0o644,
+        },
+        RoleFile {
+            name: "apt.conf",
+            content: include_bytes!("../../../containers/fleet/apt.conf"),
+            path: "/etc/apt/apt.conf.d/70release-harness",
+            mode: 0o644,
+        },
+        RoleFile {
             name: "sshd.conf",
             content: include_bytes!("../../../containers/fleet/sshd.conf"),
             path: "/etc/ssh/sshd_config.d/release-harness.conf",
