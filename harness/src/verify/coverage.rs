@@ -551,14 +551,9 @@ pub fn combine(source: &SourceStatements, recorded: &Recorded) -> (Lines, Vec<St
                     .iter()
                     .map(|n| *file.first_lines.get(n).unwrap_or(n))
                     .collect();
-                let mut statements = file.statements.clone();
-                statements.extend(&executed);
                 lines.insert(
                     path.to_string(),
-                    FileLines {
-                        statements,
-                        executed,
-                    },
+                    FileLines::of(file.statements.clone(), executed),
                 );
             }
             Some(Err(why)) => unknown.push(format!("coverage.py cannot analyse {measured}: {why}")),
@@ -654,6 +649,19 @@ pub struct FileLines {
     pub executed: BTreeSet<u32>,
 }
 
+impl FileLines {
+    /// A line that ran counts as a statement, whatever the analysis said
+    /// (coverage.py reports a module's docstring as run, not as a
+    /// statement): the figures have always been read this way.
+    fn of(mut statements: BTreeSet<u32>, executed: BTreeSet<u32>) -> FileLines {
+        statements.extend(&executed);
+        FileLines {
+            statements,
+            executed,
+        }
+    }
+}
+
 /// By source path (`minideploy/deploy.py`).
 pub type Lines = BTreeMap<String, FileLines>;
 
@@ -686,14 +694,9 @@ pub fn lines_of_json(json: &str) -> Result<Lines> {
             continue;
         };
         let executed = numbers(&file["executed_lines"]);
-        let mut statements = numbers(&file["missing_lines"]);
-        statements.extend(&executed);
         lines.insert(
             path.to_string(),
-            FileLines {
-                statements,
-                executed,
-            },
+            FileLines::of(numbers(&file["missing_lines"]), executed),
         );
     }
     Ok(lines)
