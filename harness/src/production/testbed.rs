@@ -340,21 +340,17 @@ impl Release {
     }
 }
 
-/// A minimal .deb of `package` at `version` (a marker file, no
-/// dependencies), made with `dpkg-deb` on this machine: the rollout path
-/// does not care what a package holds, and this is much faster than a build.
-pub fn make_deb(dir: &Path, package: &str, version: &str) -> Result<Debs> {
-    make_debs(dir, package, &[package], version, "")
-}
-
-/// `make_deb` with `extra` in the marker file, for a package that differs
-/// from another of the same version.
+/// A minimal .deb of `package` at `version` with `extra` in its marker
+/// file, for a package that differs from another of the same version.
 pub fn make_deb_with(dir: &Path, package: &str, version: &str, extra: &str) -> Result<Debs> {
     make_debs(dir, package, &[package], version, extra)
 }
 
-/// One minimal .deb for each of `binaries`, all built from source `source`
-/// (their `Source:` field, which debdeploy's client goes by).
+/// One minimal .deb for each of `binaries` (a marker file, no
+/// dependencies), all built from source `source` (their `Source:` field,
+/// which debdeploy's client goes by), made with `dpkg-deb` on this machine:
+/// the rollout path does not care what a package holds, and this is much
+/// faster than a build.
 pub fn make_debs(
     dir: &Path,
     source: &str,
