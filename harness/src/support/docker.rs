@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use futures_util::future::join_all;
+
+use crate::support::subnet::{self, Net};
 
 /// Every container, network and run-scoped image the harness makes carries
 /// these labels.
@@ -218,26 +221,69 @@ pub async fn upload_tar(docker: &Docker, container: &str, tar: Vec<u8>) -> Resul
         .with_context(|| format!("copying files into container {container}"))
 }
 
-/// Creates a user-defined network carrying the run's labels.
-pub async fn create_network(docker: &Docker, name: &str, run_id: &str) -> Result<()> {
-    create_network_labelled(docker, name, run_labels(run_id)).await
-}
-
+/// Creates a bridge network on a /24 of `subnet::POOL` that no other
+/// network of the engine (nor a route of this machine) uses, and returns
+/// it. Another run may take the same /24 between the look and the create:
+/// the engine refuses the second, and the next free one is tried.
 pub async fn create_network_labelled(
     docker: &Docker,
     name: &str,
     labels: HashMap<String, String>,
-) -> Result<()> {
-    docker
-        .create_network(bollard::models::NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(labels),
-            ..Default::default()
-        })
+) -> Result<Net> {
+    let mut taken = subnet::local_routes();
+    taken.extend(network_subnets(docker).await?);
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+        .unwrap_or(0);
+    for candidate in subnet::free_candidates(&taken, start) {
+        let created = docker
+            .create_network(bollard::models::NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone()),
+                ipam: Some(bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(candidate.to_string()),
+                        gateway: Some(candidate.host(1).to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => return Ok(candidate),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("overlap") =>
+            {
+                tracing::debug!("network {name}: {candidate} taken meanwhile ({message})");
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating network {name} on {candidate}"))
+            }
+        }
+    }
+    bail!(
+        "creating network {name}: every /24 of {} is used by another network or route.\n  \
+         fix: remove networks no longer used (`docker network prune`)",
+        subnet::POOL
+    )
+}
+
+/// The IPv4 subnets of every network the engine has.
+async fn network_subnets(docker: &Docker) -> Result<Vec<Net>> {
+    let networks = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
-        .with_context(|| format!("creating network {name}"))?;
-    Ok(())
+        .context("listing the engine's networks")?;
+    Ok(networks
+        .into_iter()
+        .filter_map(|n| n.ipam?.config)
+        .flatten()
+        .filter_map(|c| Net::parse(c.subnet.as_deref()?))
+        .collect())
 }
 
 /// One container to start: what from, its name on the engine, and what it
@@ -247,11 +293,9 @@ pub struct ContainerSpec {
     /// Container name on the engine (unique per run: `rh-<run>-...`).
     pub name: String,
     pub image: String,
-    /// Its host name inside.
+    /// Its host name inside. On a guard's network, the containers started
+    /// together resolve each other by it (see `Containers::start`).
     pub hostname: Option<String>,
-    /// Names the other containers on its network resolve it by (the engine's
-    /// DNS answers them), besides its container name.
-    pub aliases: Vec<String>,
     /// A line the container prints when it is ready (sshd's `Server listening
     /// on`); `start` returns once every container printed its line.
     pub ready_line: Option<&'static str>,
@@ -264,7 +308,6 @@ impl ContainerSpec {
             name: name.into(),
             image: image.into(),
             hostname: None,
-            aliases: Vec::new(),
             ready_line: None,
         }
     }
@@ -282,6 +325,9 @@ pub struct Containers {
     /// Labelled as kept from the start: labels cannot change on a container.
     kept: bool,
     network: Option<String>,
+    /// The network's subnet, and how many of its addresses were given out.
+    subnet: Option<Net>,
+    addresses_given: u32,
     /// Every container created, started or not.
     names: Vec<String>,
     /// Images made for this run only (a prepared fleet's snapshot), removed
@@ -297,6 +343,8 @@ impl Containers {
             run_id: run_id.to_string(),
             kept: false,
             network: None,
+            subnet: None,
+            addresses_given: 0,
             names: Vec::new(),
             images: Vec::new(),
         }
@@ -319,7 +367,7 @@ impl Containers {
     ) -> Result<Containers> {
         let mut guard = Containers::new(docker, run_id);
         guard.kept = kept;
-        create_network_labelled(docker, network, guard.labels()).await?;
+        guard.subnet = Some(create_network_labelled(docker, network, guard.labels()).await?);
         guard.network = Some(network.to_string());
         Ok(guard)
     }
@@ -338,18 +386,50 @@ impl Containers {
     }
 
     /// Creates and starts `specs`, all at once, and waits (up to `ready_within`)
-    /// until each has printed its ready line. On an error, what was created
-    /// stays in the guard, to be removed with it.
+    /// until each has printed its ready line. On the guard's network, each
+    /// container with a host name gets the next fixed address, and every
+    /// container started in this call finds every such host name with its
+    /// address in its /etc/hosts, written by the engine at create: no DNS
+    /// server and no exec, and a restarted container keeps its address. On
+    /// an error, what was created stays in the guard, to be removed with it.
     pub async fn start(&mut self, specs: &[ContainerSpec], ready_within: Duration) -> Result<()> {
         // Named before creation: a create cut off half-way still leaves a
         // name the removal will look for.
         self.names.extend(specs.iter().map(|s| s.name.clone()));
+        let mut addresses = Vec::with_capacity(specs.len());
+        for spec in specs {
+            addresses.push(match (self.subnet, &spec.hostname) {
+                (Some(subnet), Some(_)) => {
+                    if self.addresses_given == subnet::HOSTS_PER_NET {
+                        bail!(
+                            "starting {}: network {} ({subnet}) has no address left for more \
+                             than {} containers",
+                            spec.name,
+                            self.network.as_deref().unwrap_or_default(),
+                            subnet::HOSTS_PER_NET
+                        );
+                    }
+                    self.addresses_given += 1;
+                    Some(subnet.host(1 + self.addresses_given))
+                }
+                _ => None,
+            });
+        }
+        let hosts_lines: Vec<String> = specs
+            .iter()
+            .zip(&addresses)
+            .filter_map(|(spec, address)| {
+                Some(format!("{}:{}", spec.hostname.as_ref()?, (*address)?))
+            })
+            .collect();
         let labels = self.labels();
         let this = &*self;
-        let started = join_all(specs.iter().map(|spec| {
+        let started = join_all(specs.iter().zip(&addresses).map(|(spec, address)| {
             let labels = labels.clone();
+            let hosts_lines = &hosts_lines;
             async move {
-                this.create_and_start(spec, labels).await?;
+                this.create_and_start(spec, labels, *address, hosts_lines)
+                    .await?;
                 if let Some(line) = spec.ready_line {
                     wait_for_line(&this.docker, &spec.name, line, ready_within).await?;
                 }
@@ -365,6 +445,8 @@ impl Containers {
         &self,
         spec: &ContainerSpec,
         labels: HashMap<String, String>,
+        address: Option<Ipv4Addr>,
+        hosts_lines: &[String],
     ) -> Result<()> {
         use bollard::models::HostConfig;
         self.docker
@@ -384,21 +466,23 @@ impl Containers {
                     ]),
                     host_config: Some(HostConfig {
                         network_mode: self.network.clone(),
+                        extra_hosts: address.map(|_| hosts_lines.to_vec()),
                         ..Default::default()
                     }),
-                    networking_config: self
-                        .network
-                        .as_ref()
-                        .filter(|_| !spec.aliases.is_empty())
-                        .map(|network| bollard::models::NetworkingConfig {
+                    networking_config: self.network.as_ref().zip(address).map(
+                        |(network, address)| bollard::models::NetworkingConfig {
                             endpoints_config: Some(HashMap::from([(
                                 network.clone(),
                                 bollard::models::EndpointSettings {
-                                    aliases: Some(spec.aliases.clone()),
+                                    ipam_config: Some(bollard::models::EndpointIpamConfig {
+                                        ipv4_address: Some(address.to_string()),
+                                        ..Default::default()
+                                    }),
                                     ..Default::default()
                                 },
                             )])),
-                        }),
+                        },
+                    ),
                     ..Default::default()
                 },
             )

@@ -10,5 +10,6 @@ pub mod host;
 pub mod images;
 pub mod process;
 pub mod progress;
+pub mod subnet;
 #[doc(hidden)]
 pub mod testing;

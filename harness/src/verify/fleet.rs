@@ -183,11 +183,9 @@ impl Fleet {
             .hosts
             .iter()
             .map(|h| ContainerSpec {
+                // Every host resolves every other by this name, from
+                // /etc/hosts, in every fleet and after a restart.
                 hostname: Some(h.name.clone()),
-                // Every host resolves every other by its short name through
-                // the engine's DNS, in every fleet and after a restart,
-                // with no exec to write /etc/hosts.
-                aliases: vec![h.name.clone()],
                 // The fleet entrypoint runs sshd with -e: it logs this line
                 // once it accepts connections.
                 ready_line: Some("Server listening on"),
@@ -578,8 +576,8 @@ impl Fleet {
             .with_context(|| format!("stopping host {}", host.name))
     }
 
-    /// Starts a killed host again, once its sshd listens. It may come back
-    /// with a new address: the engine's DNS answers the new one by its name.
+    /// Starts a killed host again, once its sshd listens. It keeps its
+    /// address, which every host's /etc/hosts gives for its name.
     pub async fn restart_host(&self, host: &Host) -> Result<()> {
         self.docker
             .start_container(&host.container, None)
@@ -821,8 +819,8 @@ impl Snapshot {
                 .map(|(_, image)| image.clone())
                 .unwrap_or_default()
         };
-        // Nothing to run on the hosts: names resolve through the engine's
-        // DNS and the deploy host's entrypoint starts its HTTP server.
+        // Nothing to run on the hosts: names resolve from /etc/hosts and the
+        // deploy host's entrypoint starts its HTTP server.
         let ready = fleet.start_hosts(&image_of, progress).await;
         match ready {
             Ok(()) => {
