@@ -124,30 +124,15 @@ impl Fleet {
         progress: &Progress,
     ) -> Result<Fleet> {
         let Launch {
-            image,
             size,
             run_id,
             slot,
             keep,
+            ..
         } = *launch;
-        let config = size.of(config);
-        let prefix = if slot.is_empty() {
-            format!("rh-{run_id}")
-        } else {
-            format!("rh-{run_id}-{slot}")
-        };
-        let network = prefix.clone();
-        let containers = Containers::on_network(docker, run_id, &network, keep).await?;
-        let mut fleet = Fleet {
-            docker: docker.clone(),
-            run_id: run_id.to_string(),
-            network,
-            hosts: host_list(&config, size, &prefix),
-            config,
-            containers,
-            keep: false,
-        };
-        match fleet.bring_up(image, progress).await {
+        let mut fleet =
+            Fleet::on_network(docker, size.of(config), run_id, slot, keep, size).await?;
+        match fleet.bring_up(launch.image, progress).await {
             Ok(()) => {
                 fleet.keep = keep;
                 Ok(fleet)
@@ -169,6 +154,36 @@ impl Fleet {
             started.elapsed().as_secs_f64()
         ));
         Ok(())
+    }
+
+    /// A fleet of `hosts` on a network of its own, `rh-<run>[-<slot>]`,
+    /// with no container yet; `config` is already of the fleet's size. What
+    /// it makes is labelled kept when `keep` (a template's snapshot images
+    /// carry its labels, and a kept fleet needs them); whether it outlives
+    /// the teardown is set once the fleet is up.
+    async fn on_network(
+        docker: &Docker,
+        config: Config,
+        run_id: &str,
+        slot: &str,
+        keep: bool,
+        hosts: Size,
+    ) -> Result<Fleet> {
+        let network = if slot.is_empty() {
+            format!("rh-{run_id}")
+        } else {
+            format!("rh-{run_id}-{slot}")
+        };
+        let containers = Containers::on_network(docker, run_id, &network, keep).await?;
+        Ok(Fleet {
+            docker: docker.clone(),
+            run_id: run_id.to_string(),
+            hosts: host_list(&config, hosts, &network),
+            network,
+            config,
+            containers,
+            keep: false,
+        })
     }
 
     /// Creates and starts every host's container, from the image `image_of`
@@ -223,24 +238,12 @@ impl Fleet {
             slot,
             keep,
         } = *launch;
-        let config = size.of(config);
-        let network = format!("rh-{run_id}-{slot}");
-        // Labelled kept when the fleets are: the images made from it carry
-        // its labels, and a kept fleet needs its images.
-        let containers = Containers::on_network(docker, run_id, &network, keep).await?;
         let one_each = Size {
             canaries: size.canaries.min(1),
             apps: size.apps.min(1),
         };
-        let mut fleet = Fleet {
-            docker: docker.clone(),
-            run_id: run_id.to_string(),
-            hosts: host_list(&config, one_each, &network),
-            network,
-            config,
-            containers,
-            keep: false,
-        };
+        let mut fleet =
+            Fleet::on_network(docker, size.of(config), run_id, slot, keep, one_each).await?;
         let everyone = host_list(&fleet.config, size, "");
         let names_of = |h: &Host| -> Vec<String> {
             everyone
@@ -800,17 +803,15 @@ impl Snapshot {
     /// network of its own. On any failure, what was started is removed
     /// before the error is returned.
     pub async fn start_fleet(&self, slot: &str, keep: bool, progress: &Progress) -> Result<Fleet> {
-        let prefix = format!("rh-{}-{slot}", self.run_id);
-        let containers = Containers::on_network(&self.docker, &self.run_id, &prefix, keep).await?;
-        let mut fleet = Fleet {
-            docker: self.docker.clone(),
-            run_id: self.run_id.clone(),
-            hosts: host_list(&self.config, self.size, &prefix),
-            network: prefix,
-            config: self.config.clone(),
-            containers,
-            keep: false,
-        };
+        let mut fleet = Fleet::on_network(
+            &self.docker,
+            self.config.clone(),
+            &self.run_id,
+            slot,
+            keep,
+            self.size,
+        )
+        .await?;
         let started = Instant::now();
         let image_of = |role: Role| -> String {
             self.images
