@@ -822,6 +822,28 @@ impl Kind {
     }
 }
 
+/// How many containers, networks and images carry a label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Labelled {
+    pub containers: usize,
+    pub networks: usize,
+    pub images: usize,
+}
+
+/// Counts what carries `label` (`key` or `key=value`): what a run left
+/// behind, for the tests that check nothing is.
+pub async fn count_labelled(docker: &Docker, label: &str) -> Result<Labelled> {
+    let mut count = Labelled::default();
+    for r in labelled(docker, label).await? {
+        match r.kind {
+            Kind::Container => count.containers += 1,
+            Kind::Network => count.networks += 1,
+            Kind::Image => count.images += 1,
+        }
+    }
+    Ok(count)
+}
+
 /// Containers, then networks, then images (the order they can be removed
 /// in), that carry `label` (`key` or `key=value`).
 async fn labelled(docker: &Docker, label: &str) -> Result<Vec<Resource>> {

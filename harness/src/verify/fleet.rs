@@ -989,16 +989,7 @@ mod tests {
 
     async fn images_of(docker: &Docker, run_id: &str) -> usize {
         let label = format!("{}={run_id}", docker::LABEL_RUN);
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        docker
-            .list_images(Some(
-                bollard::query_parameters::ListImagesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap()
-            .len()
+        docker::count_labelled(docker, &label).await.unwrap().images
     }
 
     #[cfg_attr(skip_docker, ignore = "RELEASE_HARNESS_SKIP_DOCKER is set")]

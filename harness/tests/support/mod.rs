@@ -63,44 +63,18 @@ pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
 
 /// Images carrying `label` (`key=value`).
 pub async fn labelled_images(docker: &bollard::Docker, label: &str) -> usize {
-    use std::collections::HashMap;
-    let filters = HashMap::from([("label", vec![label])]);
-    docker
-        .list_images(Some(
-            bollard::query_parameters::ListImagesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
+    harness::support::docker::count_labelled(docker, label)
         .await
         .unwrap()
-        .len()
+        .images
 }
 
 /// (containers, networks) carrying `label` (`key=value`).
 pub async fn labelled(docker: &bollard::Docker, label: &str) -> (usize, usize) {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
-    use std::collections::HashMap;
-    let filters = HashMap::from([("label", vec![label])]);
-    let c = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+    let count = harness::support::docker::count_labelled(docker, label)
         .await
-        .unwrap()
-        .len();
-    let n = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len();
-    (c, n)
+        .unwrap();
+    (count.containers, count.networks)
 }
 
 /// Redacts what changes from run to run (durations, commit ids, run ids,
