@@ -221,69 +221,75 @@ pub async fn upload_tar(docker: &Docker, container: &str, tar: Vec<u8>) -> Resul
         .with_context(|| format!("copying files into container {container}"))
 }
 
-/// Creates a bridge network on a /24 of `subnet::POOL` that no other
-/// network of the engine (nor a route of this machine) uses, and returns
-/// it. Another run may take the same /24 between the look and the create:
-/// the engine refuses the second, and the next free one is tried.
+/// Creates a bridge network on the subnet the engine itself picks for a
+/// new network (its address pools, clear of its other networks and of this
+/// machine's routes), set explicitly so that containers can get fixed
+/// addresses (`Containers::start`): the network is made once to learn the
+/// engine's pick, then again with it. Should another network take that
+/// subnet in between, the engine refuses the second create and the engine
+/// is asked again.
 pub async fn create_network_labelled(
     docker: &Docker,
     name: &str,
     labels: HashMap<String, String>,
 ) -> Result<Net> {
-    let mut taken = subnet::local_routes();
-    taken.extend(network_subnets(docker).await?);
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
-        .unwrap_or(0);
-    for candidate in subnet::free_candidates(&taken, start) {
+    let request = |ipam: Option<bollard::models::Ipam>| bollard::models::NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".into()),
+        labels: Some(labels.clone()),
+        ipam,
+        ..Default::default()
+    };
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
         let created = docker
-            .create_network(bollard::models::NetworkCreateRequest {
-                name: name.to_string(),
-                driver: Some("bridge".into()),
-                labels: Some(labels.clone()),
-                ipam: Some(bollard::models::Ipam {
-                    config: Some(vec![bollard::models::IpamConfig {
-                        subnet: Some(candidate.to_string()),
-                        gateway: Some(candidate.host(1).to_string()),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
+            .create_network(request(None))
+            .await
+            .with_context(|| format!("creating network {name}"))?;
+        let picked = docker
+            .inspect_network(
+                created.id.as_str(),
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map(|n| {
+                n.ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|c| Net::parse(c.subnet.as_deref()?))
+            });
+        patiently(|| docker.remove_network(&created.id))
+            .await
+            .with_context(|| format!("removing network {name} to set its subnet"))?;
+        let subnet = picked
+            .with_context(|| format!("inspecting network {name}"))?
+            .with_context(|| format!("network {name}: the engine gave it no IPv4 subnet"))?;
+        let ipam = bollard::models::Ipam {
+            config: Some(vec![bollard::models::IpamConfig {
+                subnet: Some(subnet.to_string()),
+                gateway: Some(subnet.host(1).to_string()),
                 ..Default::default()
-            })
-            .await;
-        match created {
-            Ok(_) => return Ok(candidate),
+            }]),
+            ..Default::default()
+        };
+        match docker.create_network(request(Some(ipam))).await {
+            Ok(_) => return Ok(subnet),
             Err(bollard::errors::Error::DockerResponseServerError { message, .. })
                 if message.contains("overlap") =>
             {
-                tracing::debug!("network {name}: {candidate} taken meanwhile ({message})");
+                tracing::debug!("network {name}: {subnet} taken meanwhile ({message})");
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("creating network {name} on {candidate}"))
+                return Err(e).with_context(|| format!("creating network {name} on {subnet}"))
             }
         }
     }
     bail!(
-        "creating network {name}: every /24 of {} is used by another network or route.\n  \
-         fix: remove networks no longer used (`docker network prune`)",
-        subnet::POOL
+        "creating network {name}: {ATTEMPTS} times, the subnet the engine picked was taken \
+         by another network before it could be set; too many networks are being made at \
+         once, try again"
     )
-}
-
-/// The IPv4 subnets of every network the engine has.
-async fn network_subnets(docker: &Docker) -> Result<Vec<Net>> {
-    let networks = docker
-        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
-        .await
-        .context("listing the engine's networks")?;
-    Ok(networks
-        .into_iter()
-        .filter_map(|n| n.ipam?.config)
-        .flatten()
-        .filter_map(|c| Net::parse(c.subnet.as_deref()?))
-        .collect())
 }
 
 /// One container to start: what from, its name on the engine, and what it
@@ -400,13 +406,13 @@ impl Containers {
         for spec in specs {
             addresses.push(match (self.subnet, &spec.hostname) {
                 (Some(subnet), Some(_)) => {
-                    if self.addresses_given == subnet::HOSTS_PER_NET {
+                    if self.addresses_given == subnet::hosts_in(&subnet) {
                         bail!(
                             "starting {}: network {} ({subnet}) has no address left for more \
                              than {} containers",
                             spec.name,
                             self.network.as_deref().unwrap_or_default(),
-                            subnet::HOSTS_PER_NET
+                            subnet::hosts_in(&subnet)
                         );
                     }
                     self.addresses_given += 1;
@@ -1007,6 +1013,45 @@ mod tests {
         labelled(docker, &format!("{LABEL_RUN}={run_id}"))
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn networks_made_at_once_get_subnets_of_their_own() {
+        let Some(docker) = images::docker_for_tests("networks_made_at_once").await else {
+            return;
+        };
+        let run_id = new_run_id();
+        let guards = join_all((0..6).map(|i| {
+            let docker = &docker;
+            let run_id = &run_id;
+            async move {
+                Containers::on_network(docker, run_id, &format!("rh-{run_id}-{i}"), false).await
+            }
+        }))
+        .await;
+        let guards: Vec<Containers> = guards.into_iter().map(Result::unwrap).collect();
+        let subnets: std::collections::BTreeSet<String> = guards
+            .iter()
+            .map(|g| g.subnet.unwrap().to_string())
+            .collect();
+        assert_eq!(subnets.len(), 6, "{subnets:?}");
+        // What the engine says each network is on is what the guard gave out.
+        for guard in &guards {
+            let info = docker
+                .inspect_network(
+                    guard.network().unwrap(),
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .unwrap();
+            let config = info.ipam.unwrap().config.unwrap();
+            assert_eq!(
+                config[0].subnet.as_deref(),
+                Some(guard.subnet.unwrap().to_string().as_str())
+            );
+        }
+        join_all(guards.into_iter().map(Containers::remove)).await;
+        assert_eq!(left_of(&docker, &run_id).await.len(), 0);
     }
 
     #[tokio::test]
