@@ -1057,6 +1057,44 @@ mod tests {
                         "curl -sf -o /dev/null http://deploy1/apt/Packages",
                     )
                     .await?;
+                // Every name resolves from /etc/hosts alone, not through the
+                // engine's DNS.
+                let everyone: Vec<&str> = fleet.hosts.iter().map(|h| h.name.as_str()).collect();
+                fleet
+                    .run(
+                        app,
+                        None,
+                        &format!("getent -s files hosts {}", everyone.join(" ")),
+                    )
+                    .await?;
+                // A killed host comes back at its address, by its name.
+                let address = || async {
+                    let info = fleet
+                        .docker
+                        .inspect_container(
+                            &app.container,
+                            None::<bollard::query_parameters::InspectContainerOptions>,
+                        )
+                        .await?;
+                    anyhow::Ok(
+                        info.network_settings
+                            .and_then(|n| n.networks?.get(&fleet.network)?.ip_address.clone())
+                            .unwrap_or_default(),
+                    )
+                };
+                let before = address().await?;
+                fleet.kill_host(app).await?;
+                fleet.restart_host(app).await?;
+                assert_eq!(address().await?, before, "app2 came back elsewhere");
+                assert!(!before.is_empty());
+                let said = fleet
+                    .run(
+                        fleet.deploy_host(),
+                        Some(fleet.user()),
+                        "ssh -n -o BatchMode=yes -o StrictHostKeyChecking=yes app2 hostname",
+                    )
+                    .await?;
+                assert_eq!(said.trim(), "app2");
                 anyhow::Ok(())
             }
             .await;
