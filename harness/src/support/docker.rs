@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use crate::support::subnet::{self, Net};
+use crate::support::subnet::Net;
 
 /// Every container, network and run-scoped image the harness makes carries
 /// these labels.
@@ -406,13 +406,13 @@ impl Containers {
         for spec in specs {
             addresses.push(match (self.subnet, &spec.hostname) {
                 (Some(subnet), Some(_)) => {
-                    if self.addresses_given == subnet::hosts_in(&subnet) {
+                    if self.addresses_given == subnet.hosts() {
                         bail!(
                             "starting {}: network {} ({subnet}) has no address left for more \
                              than {} containers",
                             spec.name,
                             self.network.as_deref().unwrap_or_default(),
-                            subnet::hosts_in(&subnet)
+                            subnet.hosts()
                         );
                     }
                     self.addresses_given += 1;

@@ -34,18 +34,19 @@ impl Net {
     pub fn host(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from((u32::from(self.address) & Net::mask(self.prefix)) + n)
     }
+
+    /// How many addresses the network gives containers: all but its own,
+    /// the gateway's (the first) and the broadcast address.
+    pub fn hosts(&self) -> u32 {
+        let size = 1u64 << (32 - u32::from(self.prefix.min(30)));
+        u32::try_from(size - 3).unwrap_or(u32::MAX)
+    }
 }
 
 impl std::fmt::Display for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.address, self.prefix)
     }
-}
-
-/// Addresses a network gives containers: all but the network's own, the
-/// gateway's (the first) and the broadcast address.
-pub fn hosts_in(net: &Net) -> u32 {
-    (1u32 << (32 - u32::from(net.prefix).min(30))) - 3
 }
 
 #[cfg(test)]
@@ -63,7 +64,8 @@ mod tests {
         assert_eq!(net("172.16.3.0/24").host(2), Ipv4Addr::new(172, 16, 3, 2));
         assert_eq!(net("172.16.3.9/24").host(1), Ipv4Addr::new(172, 16, 3, 1));
         assert_eq!(net("172.16.3.0/24").to_string(), "172.16.3.0/24");
-        assert_eq!(hosts_in(&net("172.16.3.0/24")), 253);
-        assert_eq!(hosts_in(&net("192.168.16.0/20")), 4093);
+        assert_eq!(net("172.16.3.0/24").hosts(), 253);
+        assert_eq!(net("192.168.16.0/20").hosts(), 4093);
+        assert_eq!(net("0.0.0.0/0").hosts(), u32::MAX - 2);
     }
 }
