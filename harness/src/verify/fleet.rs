@@ -1033,12 +1033,10 @@ mod tests {
                     .iter()
                     .map(|h| h.name.clone())
                     .collect();
-                let script: Vec<String> = targets
-                    .iter()
-                    .map(|t| {
-                        format!("ssh -n -o BatchMode=yes -o StrictHostKeyChecking=yes {t} hostname")
-                    })
-                    .collect();
+                let ask_name = |t: &str| {
+                    format!("ssh -n -o BatchMode=yes -o StrictHostKeyChecking=yes {t} hostname")
+                };
+                let script: Vec<String> = targets.iter().map(|t| ask_name(t)).collect();
                 let said = fleet
                     .run(
                         fleet.deploy_host(),
@@ -1088,11 +1086,7 @@ mod tests {
                 assert_eq!(address().await?, before, "app2 came back elsewhere");
                 assert!(!before.is_empty());
                 let said = fleet
-                    .run(
-                        fleet.deploy_host(),
-                        Some(fleet.user()),
-                        "ssh -n -o BatchMode=yes -o StrictHostKeyChecking=yes app2 hostname",
-                    )
+                    .run(fleet.deploy_host(), Some(fleet.user()), &ask_name("app2"))
                     .await?;
                 assert_eq!(said.trim(), "app2");
                 anyhow::Ok(())

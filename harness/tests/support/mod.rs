@@ -57,8 +57,10 @@ pub fn repo_state(repo: &Path) -> String {
 /// are not ours to count).
 pub async fn leftovers(docker: &bollard::Docker, run_id: &str) -> usize {
     let label = format!("{}={run_id}", harness::support::docker::LABEL_RUN);
-    let (c, n) = labelled(docker, &label).await;
-    c + n + labelled_images(docker, &label).await
+    let count = harness::support::docker::count_labelled(docker, &label)
+        .await
+        .unwrap();
+    count.containers + count.networks + count.images
 }
 
 /// Images carrying `label` (`key=value`).
